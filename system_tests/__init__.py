@@ -1,0 +1,1 @@
+"""Optivex package."""
