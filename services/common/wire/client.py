@@ -1,0 +1,239 @@
+"""Client side of the wire: a logged-in connection to another service.
+
+Services use it to reach upstream services (Info, Risk Gateway and Admin to the
+Order Book; Admin to Info) and the participant SDK builds on it.  Requests get
+their ``request_id`` here and resolve to their response (matched by id, so many
+may be in flight); every other frame is a push handed to ``on_push`` in arrival
+order, synchronously, which keeps event streams strictly ordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from services.common.pb import common_pb2
+from services.common.wire.errors import ConnectionLost, RemoteError
+from services.common.wire.framing import FrameDecoder, FrameError, encode_frame
+from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPES, type_name
+
+log = logging.getLogger("optivex.wire.client")
+
+PushHandler = Callable[[int, Any], None]
+M = TypeVar("M", bound=Message)
+
+ON_ERROR = common_pb2.MessageType.ON_ERROR
+HEARTBEAT = common_pb2.MessageType.HEARTBEAT
+LOGIN_REQUEST = common_pb2.MessageType.LOGIN_REQUEST
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One client connection; create with :meth:`open`."""
+
+    def __init__(
+        self,
+        name: str,
+        on_push: PushHandler | None,
+        heartbeat_interval_s: float,
+        idle_timeout_s: float,
+        max_frame_bytes: int,
+    ) -> None:
+        self.name = name
+        self.on_push = on_push
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.idle_timeout_s = idle_timeout_s
+        self.decoder = FrameDecoder(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.role = 0
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[int, tuple[asyncio.Future[Any], bool]] = {}
+        self._next_id = 1
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._last_received = self._loop.time()
+        self._last_sent = self._loop.time()
+        self._keeper: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        name: str = "upstream",
+        on_push: PushHandler | None = None,
+        heartbeat_interval_s: float = 1.0,
+        idle_timeout_s: float = 15.0,
+        max_frame_bytes: int = 1 << 20,
+        timeout_s: float = 10.0,
+        ssl: Any = None,
+    ) -> UpstreamConnection:
+        """Connect and log in; raises ``OSError``, ``RemoteError`` or ``TimeoutError``."""
+        loop = asyncio.get_running_loop()
+
+        def factory() -> UpstreamConnection:
+            return cls(name, on_push, heartbeat_interval_s, idle_timeout_s, max_frame_bytes)
+
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(factory, host, port, ssl=ssl), timeout_s
+        )
+        try:
+            response = await asyncio.wait_for(
+                conn.request(
+                    LOGIN_REQUEST, common_pb2.LoginRequest(username=username, password=password)
+                ),
+                timeout_s,
+            )
+        except BaseException:
+            conn.close()
+            raise
+        conn.role = response.role
+        conn._keeper = loop.create_task(conn._keepalive())
+        return conn
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(f"{self.name}: connection lost"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = self._loop.time()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameError as exc:
+            log.error("%s: bad frame from peer: %s", self.name, exc.reason)
+            self.close()
+            return
+        pending = self._pending
+        for message_type, payload in frames:
+            cls = MESSAGE_CLASSES.get(message_type)
+            if cls is None or message_type == HEARTBEAT:
+                continue
+            try:
+                message: Any = cls.FromString(payload)
+            except DecodeError:
+                log.error("%s: unparsable %s from peer", self.name, type_name(message_type))
+                continue
+            if message_type in RESPONSE_TYPES:
+                entry = pending.pop(message.request_id, None)
+                if entry is not None and not entry[0].done():
+                    future, raw = entry
+                    if message.error_message and not raw:
+                        future.set_exception(RemoteError(message.error_message, message_type))
+                    else:
+                        future.set_result(message)
+                continue
+            if message_type == ON_ERROR:
+                entry = pending.pop(message.request_id, None) if message.request_id else None
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(RemoteError(message.error_message, message.message_type))
+                else:
+                    log.warning("%s: peer reported: %s", self.name, message.error_message)
+                continue
+            if self.on_push is not None:
+                self.on_push(message_type, message)
+
+    # ------------------------------------------------------------------ requests
+
+    def next_request_id(self) -> int:
+        request_id = self._next_id
+        self._next_id += 1
+        return request_id
+
+    def request(self, message_type: int, message: Any) -> asyncio.Future[Any]:
+        """Send a request (its ``request_id`` is assigned here); resolves to the response.
+
+        A response with a non-empty ``error_message`` or an ``ON_ERROR`` naming
+        the request fails the future with :class:`RemoteError`.
+        """
+        return self._request(message_type, message, raw=False)
+
+    def request_raw(self, message_type: int, message: Any) -> asyncio.Future[Any]:
+        """Like :meth:`request`, but a response carrying an error is a result, not a failure."""
+        return self._request(message_type, message, raw=True)
+
+    def _request(self, message_type: int, message: Any, raw: bool) -> asyncio.Future[Any]:
+        request_id = self.next_request_id()
+        message.request_id = request_id
+        future: asyncio.Future[Any] = self._loop.create_future()
+        if self.transport is None:
+            future.set_exception(ConnectionLost(f"{self.name}: not connected"))
+            return future
+        self._pending[request_id] = (future, raw)
+        self.send(message_type, message)
+        return future
+
+    def send(self, message_type: int, message: Message) -> None:
+        """Send a message without waiting for anything (batched per loop turn)."""
+        if self.transport is None:
+            return
+        self._out.append(encode_frame(message_type, message.SerializeToString()))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.transport is None:
+            self._out.clear()
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        self._last_sent = self._loop.time()
+        self.transport.write(data)
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Close now; pending requests fail with :class:`ConnectionLost`."""
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self.closed)
+
+    async def _keepalive(self) -> None:
+        """Send heartbeats when idle; drop the connection when the peer falls silent."""
+        heartbeat = common_pb2.Heartbeat
+        tick = max(0.01, min(0.25, self.heartbeat_interval_s / 4))
+        with contextlib.suppress(asyncio.CancelledError):
+            while self.transport is not None:
+                await asyncio.sleep(tick)
+                now = self._loop.time()
+                if now - self._last_received > self.idle_timeout_s:
+                    log.warning(
+                        "%s: peer silent for %.1f s, closing", self.name, self.idle_timeout_s
+                    )
+                    if self.transport is not None:
+                        self.transport.abort()
+                    return
+                if now - self._last_sent >= self.heartbeat_interval_s:
+                    self.send(HEARTBEAT, heartbeat(timestamp=0))
+                    self._last_sent = now

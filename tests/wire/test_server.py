@@ -1,0 +1,396 @@
+"""The shared server layer over real TCP: login gate, bad frames, order, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from services.common.clock import SystemClock
+from services.common.pb import admin_pb2, common_pb2, execution_pb2, info_pb2
+from services.common.wire import errors
+from services.common.wire.framing import encode_frame
+from services.common.wire.server import Route, WireServer, WireSettings
+from services.common.wire.session import Session
+from tests.wire.rawclient import RawClient
+
+MT = common_pb2.MessageType
+PARTICIPANT, ADMIN, SERVICE = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class FakeUser:
+    name: str
+    role: int
+
+
+class FakeAuthenticator:
+    """Password equals ``<name>-pw``; the role is fixed per user."""
+
+    ROLES = {"alice": PARTICIPANT, "root": ADMIN, "svc": SERVICE}
+
+    async def authenticate(self, username: str, password: str, peer: str) -> FakeUser | None:
+        await asyncio.sleep(0.001)  # like the real one: answered off the loop
+        role = self.ROLES.get(username)
+        if role is None or password != f"{username}-pw":
+            return None
+        return FakeUser(username, role)
+
+
+class EchoService:
+    """A test service: async inserts (delayed by quantity ms), sync cancels."""
+
+    def __init__(self) -> None:
+        self.logins: list[str] = []
+        self.closed = 0
+
+    def on_login(self, session: Session) -> None:
+        self.logins.append(session.username)
+        session.send(MT.INFO_ON_INSTRUMENT, info_pb2.OnInstrument(order_book_id=7))
+
+    def on_close(self, session: Session) -> None:
+        self.closed += 1
+
+    async def insert(self, session: Session, request: Any) -> Any:
+        await asyncio.sleep(request.quantity / 1000)
+        return execution_pb2.InsertOrderResponse(
+            request_id=request.request_id, order_id=int(request.price)
+        )
+
+    def cancel(self, session: Session, request: Any) -> Any:
+        return execution_pb2.CancelOrderResponse(
+            request_id=request.request_id, cancelled_quantity=int(request.order_id)
+        )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(MT.EXECUTION_INSERT_ORDER_REQUEST, self.insert, frozenset({PARTICIPANT})),
+            Route(MT.EXECUTION_CANCEL_ORDER_REQUEST, self.cancel, frozenset({PARTICIPANT, ADMIN})),
+        ]
+
+
+@dataclass
+class Harness:
+    server: WireServer
+    service: EchoService
+
+    async def client(self, **kwargs: Any) -> RawClient:
+        return await RawClient.connect(self.server.host, self.server.port, **kwargs)
+
+    async def logged_in(self, user: str = "alice") -> RawClient:
+        client = await self.client()
+        response = await client.login(user, f"{user}-pw")
+        assert response.error_message == ""
+        kind, _ = await client.recv()  # the on_login push
+        assert kind == MT.INFO_ON_INSTRUMENT
+        return client
+
+
+async def start(settings: WireSettings | None = None) -> Harness:
+    service = EchoService()
+    server = WireServer(
+        "test",
+        service,
+        service.routes(),
+        login_roles={PARTICIPANT, ADMIN},
+        authenticator=FakeAuthenticator(),
+        clock=SystemClock(),
+        settings=settings,
+    )
+    await server.start("127.0.0.1", 0)
+    return Harness(server, service)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = await start()
+    yield h
+    await h.server.stop()
+
+
+async def assert_healthy(h: Harness) -> None:
+    """A second, well-behaved connection still gets served."""
+    other = await h.logged_in()
+    other.send(execution_pb2.CancelOrderRequest(request_id=9, order_id=5))
+    kind, response = await other.recv()
+    assert (kind, response.request_id, response.cancelled_quantity) == (
+        MT.EXECUTION_CANCEL_ORDER_RESPONSE,
+        9,
+        5,
+    )
+    await other.close()
+
+
+# --------------------------------------------------------------------- login
+
+
+async def test_login_success_reports_role_then_on_login_push(harness: Harness) -> None:
+    client = await harness.client()
+    response = await client.login("alice", "alice-pw", request_id=77)
+    assert (response.request_id, response.error_message, response.role) == (77, "", PARTICIPANT)
+    kind, push = await client.recv()
+    assert kind == MT.INFO_ON_INSTRUMENT and push.order_book_id == 7
+    assert harness.service.logins == ["alice"]
+
+
+@pytest.mark.parametrize(("user", "password"), [("alice", "nope"), ("mallory", "mallory-pw")])
+async def test_bad_credentials_get_the_same_answer(harness: Harness, user: str, password: str) -> None:
+    client = await harness.client()
+    response = await client.login(user, password)
+    assert response.error_message == errors.INVALID_CREDENTIALS
+    # still unauthenticated, connection kept
+    client.send(execution_pb2.CancelOrderRequest(request_id=3))
+    _, refused = await client.recv()
+    assert refused.error_message == errors.NOT_LOGGED_IN
+
+
+async def test_role_not_admitted_on_port(harness: Harness) -> None:
+    client = await harness.client()
+    response = await client.login("svc", "svc-pw")
+    assert "may not log in" in response.error_message
+    assert response.role == 0
+
+
+async def test_second_login_is_refused(harness: Harness) -> None:
+    client = await harness.logged_in()
+    response = await client.login("root", "root-pw", request_id=2)
+    assert response.error_message == errors.ALREADY_LOGGED_IN
+
+
+async def test_request_before_login_gets_not_logged_in_response(harness: Harness) -> None:
+    client = await harness.client()
+    client.send(common_pb2.Heartbeat(timestamp=1))  # simply accepted
+    client.send(execution_pb2.CancelOrderRequest(request_id=5, order_id=1))
+    kind, response = await client.recv()
+    assert kind == MT.EXECUTION_CANCEL_ORDER_RESPONSE
+    assert (response.request_id, response.error_message) == (5, errors.NOT_LOGGED_IN)
+    assert response.cancelled_quantity == 0
+
+
+async def test_login_pipelined_with_requests(harness: Harness) -> None:
+    """Requests written right behind the login see the logged-in state."""
+    client = await harness.client()
+    client.send(common_pb2.LoginRequest(request_id=1, username="alice", password="alice-pw"))
+    for i in range(5):
+        client.send(execution_pb2.CancelOrderRequest(request_id=10 + i, order_id=i))
+    kinds = [(await client.recv())[0] for _ in range(7)]
+    assert kinds[0] == MT.LOGIN_RESPONSE
+    assert kinds[1] == MT.INFO_ON_INSTRUMENT
+    assert kinds[2:] == [MT.EXECUTION_CANCEL_ORDER_RESPONSE] * 5
+
+
+# --------------------------------------------------------------------- bad frames
+
+
+async def test_length_below_four_errors_then_closes(harness: Harness) -> None:
+    client = await harness.logged_in()
+    client.send_raw((3).to_bytes(4, "big") + b"\x00\x00\x00")
+    frames = await client.expect_closed()
+    assert [kind for kind, _ in frames] == [MT.ON_ERROR]
+    error = common_pb2.OnError.FromString(frames[0][1])
+    assert "below the minimum" in error.error_message
+    await assert_healthy(harness)
+
+
+async def test_length_over_limit_errors_then_closes(harness: Harness) -> None:
+    client = await harness.logged_in()
+    client.send_raw((0xFFFFFFFF).to_bytes(4, "big") + (40).to_bytes(4, "big"))
+    frames = await client.expect_closed()
+    error = common_pb2.OnError.FromString(frames[-1][1])
+    assert error.message_type == 40 and "exceeds the maximum" in error.error_message
+    await assert_healthy(harness)
+
+
+async def test_oversized_frame_before_login_errors_then_closes(harness: Harness) -> None:
+    client = await harness.client()
+    big = common_pb2.LoginRequest(username="alice", password="x" * 5000)
+    client.send(big)
+    frames = await client.expect_closed()
+    assert [kind for kind, _ in frames] == [MT.ON_ERROR]
+    await assert_healthy(harness)
+
+
+async def test_large_frame_allowed_after_login(harness: Harness) -> None:
+    client = await harness.logged_in()
+    client.send(execution_pb2.CancelOrderRequest(request_id=4, instrument_symbol="X" * 100_000))
+    kind, response = await client.recv()
+    assert (kind, response.request_id) == (MT.EXECUTION_CANCEL_ORDER_RESPONSE, 4)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected_type", "text"),
+    [
+        (encode_frame(99, b""), 99, "unknown message type 99"),
+        (encode_frame(5000, b"\x08\x01"), 5000, "unknown message type"),
+        (encode_frame(30, b""), 30, "not served on this port"),
+        (encode_frame(140, b""), 140, "not served on this port"),
+        (encode_frame(42, b"\xff\xff\xff"), 42, "does not parse"),
+        (encode_frame(42, b"\x0a\x05ab"), 42, "does not parse"),
+    ],
+)
+async def test_bad_type_or_payload_errors_and_keeps_connection(
+    harness: Harness, frame: bytes, expected_type: int, text: str
+) -> None:
+    client = await harness.logged_in()
+    client.send_raw(frame)
+    kind, error = await client.recv()
+    assert kind == MT.ON_ERROR
+    assert error.message_type == expected_type and text in error.error_message
+    client.send(execution_pb2.CancelOrderRequest(request_id=8, order_id=2))
+    kind, response = await client.recv()
+    assert (kind, response.request_id) == (MT.EXECUTION_CANCEL_ORDER_RESPONSE, 8)
+    await assert_healthy(harness)
+
+
+async def test_role_not_permitted_gets_on_error(harness: Harness) -> None:
+    client = await harness.logged_in("root")  # admin may cancel but not insert here
+    client.send(execution_pb2.InsertOrderRequest(request_id=12, price=1, quantity=1))
+    kind, error = await client.recv()
+    assert kind == MT.ON_ERROR
+    assert (error.message_type, error.request_id, error.error_message) == (
+        40,
+        12,
+        errors.NOT_PERMITTED,
+    )
+
+
+async def test_unparsable_login_and_unknown_type_before_login(harness: Harness) -> None:
+    client = await harness.client()
+    client.send_raw(encode_frame(0, b"\xff"))
+    kind, error = await client.recv()
+    assert kind == MT.ON_ERROR and error.message_type == 0
+    client.send(admin_pb2.ListInstrumentsRequest(request_id=3))  # type 34: not served here
+    kind, error = await client.recv()
+    assert kind == MT.ON_ERROR and "not served" in error.error_message
+
+
+# --------------------------------------------------------------------- ordering
+
+
+async def test_pipelined_responses_come_back_in_request_order(harness: Harness) -> None:
+    client = await harness.logged_in()
+    # Earlier requests take longer: completion order is the reverse of arrival.
+    for i in range(30):
+        client.send(execution_pb2.InsertOrderRequest(request_id=i + 1, price=i, quantity=30 - i))
+        client.send(execution_pb2.CancelOrderRequest(request_id=1000 + i, order_id=i))
+    seen = []
+    for _ in range(60):
+        _, response = await client.recv()
+        seen.append(response.request_id)
+    expected = [x for i in range(30) for x in (i + 1, 1000 + i)]
+    assert seen == expected
+
+
+async def test_one_byte_writes_are_served(harness: Harness) -> None:
+    client = await harness.client()
+    data = encode_frame(
+        0, common_pb2.LoginRequest(request_id=1, username="alice", password="alice-pw").SerializeToString()
+    ) + encode_frame(42, execution_pb2.CancelOrderRequest(request_id=2, order_id=3).SerializeToString())
+    for byte in data:
+        client.send_raw(bytes([byte]))
+        await client.writer.drain()
+    kinds = [(await client.recv())[0] for _ in range(3)]
+    assert kinds == [MT.LOGIN_RESPONSE, MT.INFO_ON_INSTRUMENT, MT.EXECUTION_CANCEL_ORDER_RESPONSE]
+
+
+async def test_thousand_frames_in_one_write(harness: Harness) -> None:
+    client = await harness.logged_in()
+    client.send_raw(
+        b"".join(
+            encode_frame(42, execution_pb2.CancelOrderRequest(request_id=i).SerializeToString())
+            for i in range(1, 1001)
+        )
+    )
+    ids = [(await client.recv())[1].request_id for _ in range(1000)]
+    assert ids == list(range(1, 1001))
+
+
+# --------------------------------------------------------------------- timers
+
+
+async def test_heartbeat_sent_when_idle_and_silent_peer_closed() -> None:
+    h = await start(WireSettings(heartbeat_interval_s=0.1, idle_timeout_s=0.6))
+    try:
+        client = await h.logged_in()
+        kind, _ = await client.recv_frame(timeout=2, skip_heartbeats=False)
+        assert kind == MT.HEARTBEAT
+        frames = await client.expect_closed(timeout=3)
+        error = common_pb2.OnError.FromString(frames[-1][1])
+        assert error.error_message == errors.IDLE_TIMEOUT
+    finally:
+        await h.server.stop()
+
+
+async def test_heartbeats_from_peer_keep_connection_open() -> None:
+    h = await start(WireSettings(heartbeat_interval_s=0.1, idle_timeout_s=0.4))
+    try:
+        client = await h.logged_in()
+        for _ in range(8):
+            client.send(common_pb2.Heartbeat(timestamp=1))
+            await asyncio.sleep(0.1)
+        client.send(execution_pb2.CancelOrderRequest(request_id=6))
+        kind, _ = await client.recv()
+        assert kind == MT.EXECUTION_CANCEL_ORDER_RESPONSE
+    finally:
+        await h.server.stop()
+
+
+async def test_no_login_within_deadline_closes() -> None:
+    h = await start(WireSettings(login_timeout_s=0.3))
+    try:
+        client = await h.client()
+        client.send(common_pb2.Heartbeat(timestamp=1))  # heartbeats do not count as login
+        frames = await client.expect_closed(timeout=3)
+        assert common_pb2.OnError.FromString(frames[-1][1]).error_message == errors.LOGIN_TIMEOUT
+        await assert_healthy(h)
+    finally:
+        await h.server.stop()
+
+
+# --------------------------------------------------------------------- slow readers
+
+
+async def test_peer_that_does_not_read_is_dropped_at_the_output_cap() -> None:
+    cap = 256 * 1024
+    h = await start(WireSettings(max_output_buffer_bytes=cap))
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((h.server.host, h.server.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        slow = RawClient(reader, writer)
+        assert (await slow.login("alice", "alice-pw")).error_message == ""
+        session = next(s for s in h.server.sessions if s.username == "alice")
+        payload = info_pb2.OnPriceDepthBook(instrument_symbol="X" * 1000)
+        peak = 0
+        for _ in range(50_000):  # 50 MB offered: far beyond kernel buffers plus the cap
+            if session.closed:
+                break
+            session.send(MT.INFO_ON_PRICE_DEPTH_BOOK, payload)
+            peak = max(peak, session.output_bytes)
+            await asyncio.sleep(0)
+        assert session.closed, "a peer that never reads must be disconnected"
+        assert peak <= cap + 2048
+        await assert_healthy(h)
+        writer.close()
+    finally:
+        await h.server.stop()
+
+
+async def test_closed_sessions_are_released(harness: Harness) -> None:
+    for _ in range(20):
+        client = await harness.logged_in()
+        await client.close()
+    for _ in range(100):
+        if not harness.server.sessions:
+            break
+        await asyncio.sleep(0.01)
+    gc.collect()
+    assert harness.server.sessions == set()
+    assert harness.service.closed == 20
