@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from google.protobuf.message import Message
@@ -36,7 +37,9 @@ class RawClient:
     def send_raw(self, data: bytes) -> None:
         self.writer.write(data)
 
-    async def recv_frame(self, timeout: float = 5.0, skip_heartbeats: bool = True) -> tuple[int, bytes]:
+    async def recv_frame(
+        self, timeout: float = 5.0, skip_heartbeats: bool = True
+    ) -> tuple[int, bytes]:
         while True:
             while not self.frames:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
@@ -72,7 +75,5 @@ class RawClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

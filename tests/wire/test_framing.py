@@ -14,8 +14,8 @@ from services.common.wire import framing
 from services.common.wire.framing import FrameDecoder, FrameError, encode_frame
 from services.common.wire.registry import MESSAGE_TYPES, message_type_of
 
-LOGIN_VECTOR = bytes.fromhex("0000000d" "00000000" "08011205616c696365")
-LIST_VECTOR = bytes.fromhex("00000004" "00000022")
+LOGIN_VECTOR = bytes.fromhex("0000000d0000000008011205616c696365")
+LIST_VECTOR = bytes.fromhex("0000000400000022")
 
 
 def test_login_request_vector() -> None:
@@ -115,7 +115,7 @@ def test_frames_before_a_bad_length_in_the_same_read_are_not_returned() -> None:
 def test_decoder_is_pure() -> None:
     """The framing module imports no networking or event-loop code."""
     tree = ast.parse(Path(framing.__file__).read_text(encoding="utf-8"))
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
@@ -93,10 +94,10 @@ def test_message_type_numbers_match_protocol() -> None:
     table = _rows(_section(text, "## 4. `MessageType`", "## 5."))
     documented: dict[str, int] = {}
     classes: dict[int, tuple[str, str]] = {}
-    for number, name, message in table[1:]:
-        documented[name] = int(number)
+    for number_cell, name, message in table[1:]:
+        documented[name] = int(number_cell)
         module, cls = re.match(r"(\w+) `(\w+)`", message).groups()  # type: ignore[union-attr]
-        classes[int(number)] = (module, cls)
+        classes[int(number_cell)] = (module, cls)
     generated = {name: int(value) for name, value in common_pb2.MessageType.items()}
     assert generated == documented
     for number, (module, cls) in classes.items():
@@ -124,7 +125,7 @@ def _split_fields(cell: str) -> list[tuple[int, str, str]]:
 
 
 def _check_field(message: Descriptor, number: int, name: str, spec: str) -> None:
-    field = message.fields_by_number.get(number)
+    field: Any = message.fields_by_number.get(number)
     assert field is not None, f"{message.full_name}: field {number} ({name}) missing"
     assert field.name == name, f"{message.full_name}.{number}: {field.name} != {name}"
     spec = spec.replace("`", "").strip() or DEFAULT_TYPES[name]

@@ -139,7 +139,9 @@ async def test_login_success_reports_role_then_on_login_push(harness: Harness) -
 
 
 @pytest.mark.parametrize(("user", "password"), [("alice", "nope"), ("mallory", "mallory-pw")])
-async def test_bad_credentials_get_the_same_answer(harness: Harness, user: str, password: str) -> None:
+async def test_bad_credentials_get_the_same_answer(
+    harness: Harness, user: str, password: str
+) -> None:
     client = await harness.client()
     response = await client.login(user, password)
     assert response.error_message == errors.INVALID_CREDENTIALS
@@ -289,8 +291,13 @@ async def test_pipelined_responses_come_back_in_request_order(harness: Harness) 
 async def test_one_byte_writes_are_served(harness: Harness) -> None:
     client = await harness.client()
     data = encode_frame(
-        0, common_pb2.LoginRequest(request_id=1, username="alice", password="alice-pw").SerializeToString()
-    ) + encode_frame(42, execution_pb2.CancelOrderRequest(request_id=2, order_id=3).SerializeToString())
+        0,
+        common_pb2.LoginRequest(
+            request_id=1, username="alice", password="alice-pw"
+        ).SerializeToString(),
+    ) + encode_frame(
+        42, execution_pb2.CancelOrderRequest(request_id=2, order_id=3).SerializeToString()
+    )
     for byte in data:
         client.send_raw(bytes([byte]))
         await client.writer.drain()
