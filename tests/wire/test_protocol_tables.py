@@ -36,6 +36,9 @@ MODULES = {
     "risk_limits": risk_limits_pb2,
 }
 
+EXTENSIONS = {"ORDER_BOOK_GET_STATS_REQUEST": 146, "ORDER_BOOK_GET_STATS_RESPONSE": 147}
+"""Optivex's own internal messages (docs/protocol-notes.md), outside the contract."""
+
 # Section 2: "Fields listed below without a type have the same type everywhere".
 DEFAULT_TYPES = {
     **dict.fromkeys(
@@ -99,7 +102,10 @@ def test_message_type_numbers_match_protocol() -> None:
         module, cls = re.match(r"(\w+) `(\w+)`", message).groups()  # type: ignore[union-attr]
         classes[int(number_cell)] = (module, cls)
     generated = {name: int(value) for name, value in common_pb2.MessageType.items()}
-    assert generated == documented
+    # Our documented extensions live in the internal range and nowhere else.
+    extensions = {n: v for n, v in generated.items() if n not in documented}
+    assert extensions == EXTENSIONS
+    assert {n: v for n, v in generated.items() if n in documented} == documented
     for number, (module, cls) in classes.items():
         assert MESSAGE_CLASSES[number] is getattr(MODULES[module], cls), number
 
@@ -150,6 +156,7 @@ def _check_field(message: Descriptor, number: int, name: str, spec: str) -> None
 def test_every_message_and_field_matches_protocol() -> None:
     text = _protocol_text()
     checked = 0
+    seen_messages: set[str] = set()
     for module_name, rows in _message_tables(text).items():
         module = MODULES[module_name]
         file: FileDescriptor = module.DESCRIPTOR
@@ -162,12 +169,23 @@ def test_every_message_and_field_matches_protocol() -> None:
                 continue
             message_name = re.match(r"`(\w+)`", name_cell).group(1)  # type: ignore[union-attr]
             message = file.message_types_by_name[message_name]
+            seen_messages.add(f"{module_name}.{message_name}")
             fields = _split_fields(spec)
             assert len(message.fields) == len(fields), f"{message.full_name} has extra fields"
             for number, name, field_spec in fields:
                 _check_field(message, number, name, field_spec)
                 checked += 1
     assert checked > 200
+    generated = {
+        f"{name}.{message}"
+        for name, module in MODULES.items()
+        for message in module.DESCRIPTOR.message_types_by_name
+    }
+    # Besides map entries, only the documented extension messages are ours.
+    assert generated - seen_messages == {
+        "order_book.GetStatsRequest",
+        "order_book.GetStatsResponse",
+    }
 
 
 def test_packages_match_protocol() -> None:

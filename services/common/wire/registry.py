@@ -87,6 +87,9 @@ MESSAGE_CLASSES: Final[dict[int, type[Message]]] = {
     MT.ORDER_BOOK_DELETE_RESPONSE: order_book_pb2.DeleteOrderBookResponse,
     MT.ORDER_BOOK_CLEAR_REQUEST: order_book_pb2.ClearOrderBookRequest,
     MT.ORDER_BOOK_CLEAR_RESPONSE: order_book_pb2.ClearOrderBookResponse,
+    # Optivex extension, internal range (docs/protocol-notes.md).
+    MT.ORDER_BOOK_GET_STATS_REQUEST: order_book_pb2.GetStatsRequest,
+    MT.ORDER_BOOK_GET_STATS_RESPONSE: order_book_pb2.GetStatsResponse,
 }
 
 MESSAGE_TYPES: Final[dict[type[Message], int]] = {cls: t for t, cls in MESSAGE_CLASSES.items()}

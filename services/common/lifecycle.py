@@ -1,0 +1,108 @@
+"""Start, announce and stop a service process the same way for all four.
+
+Each service's ``__main__`` hands :func:`run_service` its config class and a
+factory; this module does the rest in a fixed order that the launcher and the
+system tests rely on:
+
+1. configuration (TOML < ``OPTIVEX_*`` < flags), with a one-line error on failure;
+2. logging, then the check that protobuf uses its fast ``upb`` backend;
+3. users (a users file, or the embedded demo accounts) and the authenticator;
+4. ``start()``: bind, connect upstream, replay journals;
+5. the stable lines ``listening on HOST:PORT`` and then ``ready``;
+6. on SIGTERM or SIGINT, ``stop()``: finish in-flight work, flush, close; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+from services.common.auth import Authenticator
+from services.common.clock import Clock, SystemClock
+from services.common.config import CommonConfig, ConfigError, load_config, require_upb_backend
+from services.common.logs import log_listening, log_ready, setup_logging
+from services.common.users import UserStore, UserStoreError
+
+C = TypeVar("C", bound=CommonConfig)
+
+
+class ServiceApp(Protocol):
+    """What a service factory returns."""
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and get ready; returns the bound host and port."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish in-flight work and release everything."""
+        ...
+
+
+Factory = Callable[[C, Authenticator, Clock], ServiceApp]
+
+
+def load_users(config: CommonConfig, log: logging.Logger) -> UserStore:
+    """The users file named by the config, or the demo accounts when it is empty."""
+    if config.users_file:
+        return UserStore.from_toml(config.users_file)
+    password = config.service_password
+    if not password:
+        # Without a shared secret no other service can log in here; fine for a
+        # service started alone to be poked at by hand, so say it once.
+        import secrets
+
+        password = secrets.token_urlsafe(24)
+        log.warning(
+            "demo users without OPTIVEX_SERVICE_PASSWORD: other services cannot log in here"
+        )
+    return UserStore.demo(password)
+
+
+def run_service(
+    config_cls: type[C], factory: Factory[C], argv: Sequence[str] | None = None
+) -> int:
+    """Run one service until SIGTERM/SIGINT; returns the process exit status."""
+    service = config_cls.SERVICE
+    try:
+        config = load_config(config_cls, argv)
+    except ConfigError as exc:
+        print(f"optivex {service.replace('_', '-')}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log = setup_logging(config.log_level, service)
+    try:
+        require_upb_backend()
+        users = load_users(config, log)
+    except (RuntimeError, UserStoreError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    clock = SystemClock()
+    authenticator = Authenticator(users, clock)
+    try:
+        return asyncio.run(_serve(factory(config, authenticator, clock), log))
+    except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins
+        return 0
+
+
+async def _serve(app: ServiceApp, log: logging.Logger) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        host, port = await app.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await app.stop()
+        return 1
+    log_listening(log, host, port)
+    log_ready(log)
+    await stop.wait()
+    log.info("stopping (pid %d)", os.getpid())
+    await app.stop()
+    log.info("stopped")
+    return 0
