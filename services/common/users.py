@@ -184,7 +184,7 @@ class _Pbkdf2:
 
 
 def _parse_int(text: str, what: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ValueError(f"{what} is not a positive integer")
     return int(text)
 
