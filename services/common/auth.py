@@ -24,8 +24,10 @@ whether this port admits it (PROTOCOL.md section 3). This module only answers
   timeout so a throttled legitimate user still gets in.
 * **Bounded memory.** Failure records expire after ``window_s`` and at most
   ``max_tracked`` keys are kept (least recently failed dropped first).
-* **No secrets in logs.** Passwords are never logged; usernames are logged with
-  ``%r`` so a hostile name cannot forge log lines.
+* **No secrets in logs.** Passwords and hashes are never logged; usernames are
+  logged with ``%r`` so a hostile name cannot forge log lines. Failures are logged
+  at INFO (with the username, which the wire layer does not know), successes only
+  at DEBUG because the wire layer already logs each session's login.
 
 The names of :mod:`services.common.users` are re-exported so most callers only
 need this module.
@@ -182,7 +184,7 @@ class Authenticator:
         now = self._clock.monotonic()
         if matches and user is not None:
             self._failures.pop(user_key, None)
-            self._log.info("login ok: user %r (%s) from %s", user.name, user.role, peer)
+            self._log.debug("login ok: user %r (%s) from %s", user.name, user.role, peer)
             return user
         self._record_failure(user_key, now, self._max_failures, what="user")
         self._record_failure(host_key, now, self._max_host_failures, what="host")

@@ -357,12 +357,14 @@ def load_config(
     argv: Sequence[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    prog: str | None = None,
 ) -> C:
     """Build ``cls`` from defaults < TOML < environment < flags (see module docs).
 
     ``argv`` excludes the program name (``None`` means ``sys.argv[1:]``);
     ``environ`` defaults to :data:`os.environ`. ``--help`` prints and exits as
-    usual; every other problem raises :class:`ConfigError`.
+    usual; every other problem raises :class:`ConfigError`. ``prog`` names the
+    command in ``--help`` (default ``optivex-<service>``).
     """
     _check_service(cls)
     environ = os.environ if environ is None else environ
@@ -370,7 +372,7 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    parser = build_parser(cls)
+    parser = build_parser(cls, prog=prog)
     try:
         namespace, extra = parser.parse_known_args(argv)
     except argparse.ArgumentError as exc:
