@@ -391,8 +391,10 @@ def load_config(
                 where = f"{config_path} [{table_name}] {key}"
                 spec = specs.get(key)
                 if spec is None or (table_name == "common" and not spec.common):
-                    scope = "common field" if table_name == "common" else f"{cls.SERVICE} field"
-                    raise ConfigError(f"{where}: unknown key (not a {scope})", field=key)
+                    scope = CommonConfig if table_name == "common" else cls
+                    raise ConfigError(
+                        f"{where}: unknown key (not a field of {scope.__name__})", field=key
+                    )
                 values[key] = _convert(where, _from_toml, spec, raw)
                 sources[key] = where
 

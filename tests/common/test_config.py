@@ -160,8 +160,8 @@ def test_upstream_ports_must_be_real_ports() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[order_book]\nprot = 1\n", "[order_book] prot: unknown key (not a order_book field)"),
-        ("[common]\ndata_dir = 'x'\n", "[common] data_dir: unknown key (not a common field)"),
+        ("[order_book]\nprot = 1\n", "[order_book] prot: unknown key (not a field of OrderBookConfig)"),
+        ("[common]\ndata_dir = 'x'\n", "[common] data_dir: unknown key (not a field of CommonConfig)"),
         ("[orderbook]\nport = 1\n", "unknown table [orderbook]"),
         ("port = 1\n", "unknown table [port]"),
         ("common = 1\n", "common must be a table"),
