@@ -26,7 +26,7 @@ from services.common.auth import Authenticator
 from services.common.clock import Clock, SystemClock
 from services.common.config import CommonConfig, ConfigError, load_config, require_upb_backend
 from services.common.logs import log_listening, log_ready, setup_logging
-from services.common.users import UserStore, UserStoreError
+from services.common.users import UserStoreError, load_user_store
 
 C = TypeVar("C", bound=CommonConfig)
 
@@ -46,23 +46,6 @@ class ServiceApp(Protocol):
 Factory = Callable[[C, Authenticator, Clock], ServiceApp]
 
 
-def load_users(config: CommonConfig, log: logging.Logger) -> UserStore:
-    """The users file named by the config, or the demo accounts when it is empty."""
-    if config.users_file:
-        return UserStore.from_toml(config.users_file)
-    password = config.service_password
-    if not password:
-        # Without a shared secret no other service can log in here; fine for a
-        # service started alone to be poked at by hand, so say it once.
-        import secrets
-
-        password = secrets.token_urlsafe(24)
-        log.warning(
-            "demo users without OPTIVEX_SERVICE_PASSWORD: other services cannot log in here"
-        )
-    return UserStore.demo(password)
-
-
 def run_service(
     config_cls: type[C], factory: Factory[C], argv: Sequence[str] | None = None
 ) -> int:
@@ -76,12 +59,14 @@ def run_service(
     log = setup_logging(config.log_level, service)
     try:
         require_upb_backend()
-        users = load_users(config, log)
+        users = load_user_store(config.users_file, config.service_password)
+        if not config.users_file and not config.service_password:
+            log.warning("demo users without OPTIVEX_SERVICE_PASSWORD: no service can log in here")
     except (RuntimeError, UserStoreError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     clock = SystemClock()
-    authenticator = Authenticator(users, clock)
+    authenticator = Authenticator(users, clock, logger=log.getChild("auth"))
     try:
         return asyncio.run(_serve(factory(config, authenticator, clock), log))
     except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins

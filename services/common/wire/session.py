@@ -45,7 +45,7 @@ PAUSE_READING_AT: Final = 4096
 log = logging.getLogger("optivex.wire")
 
 
-class _Slot:
+class Slot:
     """A place in the response order; ``data`` is set when the answer is ready."""
 
     __slots__ = ("data",)
@@ -80,7 +80,7 @@ class Session(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flush_scheduled = False
-        self._pending: deque[_Slot] = deque()
+        self._pending: deque[Slot] = deque()
         self._blocked = False
         self._backlog: deque[tuple[int, bytes]] = deque()
         self._reading_paused = False
@@ -222,7 +222,7 @@ class Session(asyncio.Protocol):
         # Verification runs off the loop; later frames wait so a pipelined
         # request right behind the login sees the logged-in state.
         self._blocked = True
-        slot = _Slot()
+        slot = Slot()
         self._pending.append(slot)
         task = self._loop.create_task(self._login(request))
         task.add_done_callback(lambda t: self._login_done(t, slot))
@@ -250,7 +250,7 @@ class Session(asyncio.Protocol):
         log.info("%s: %s logged in from %s", server.name, user.name, self.peer)
         return common_pb2.LoginResponse(request_id=request.request_id, role=role)  # type: ignore[arg-type]
 
-    def _login_done(self, task: asyncio.Task[common_pb2.LoginResponse], slot: _Slot) -> None:
+    def _login_done(self, task: asyncio.Task[common_pb2.LoginResponse], slot: Slot) -> None:
         if self.closed:
             return
         if task.cancelled() or task.exception() is not None:
@@ -278,16 +278,32 @@ class Session(asyncio.Protocol):
         """Send a response now, or queue it behind earlier unanswered requests."""
         self.send_frame(encode_frame(response_type, response.SerializeToString()))
 
-    def _respond_later(self, response_type: int, awaitable: Awaitable[Message]) -> None:
-        slot = _Slot()
+    def reserve(self) -> Slot:
+        """Hold this request's place in the response order; answer with :meth:`fulfil`.
+
+        For services that answer in batches (the Order Book releases responses
+        only after its journal commit) without a future per request.
+        """
+        slot = Slot()
         self._pending.append(slot)
-        future = asyncio.ensure_future(awaitable)
-        future.add_done_callback(lambda f: self._fill(slot, response_type, f))
         if len(self._pending) >= PAUSE_READING_AT and not self._reading_paused and self.transport:
             self._reading_paused = True
             self.transport.pause_reading()
+        return slot
 
-    def _fill(self, slot: _Slot, response_type: int, future: asyncio.Future[Message]) -> None:
+    def fulfil(self, slot: Slot, frame: bytes) -> None:
+        """Give a reserved slot its encoded answer; releases every answer now in order."""
+        if self.closed:
+            return
+        slot.data = frame
+        self._release_slots()
+
+    def _respond_later(self, response_type: int, awaitable: Awaitable[Message]) -> None:
+        slot = self.reserve()
+        future = asyncio.ensure_future(awaitable)
+        future.add_done_callback(lambda f: self._fill(slot, response_type, f))
+
+    def _fill(self, slot: Slot, response_type: int, future: asyncio.Future[Message]) -> None:
         if self.closed:
             return
         if future.cancelled() or future.exception() is not None:
@@ -323,7 +339,7 @@ class Session(asyncio.Protocol):
     def send_frame(self, frame: bytes) -> None:
         """Push an already encoded frame (fan-out serialises once for many sessions)."""
         if self._pending:
-            self._pending.append(_Slot(frame))
+            self._pending.append(Slot(frame))
             self._release_slots()
         else:
             self._write(frame)

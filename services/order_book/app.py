@@ -1,0 +1,198 @@
+"""The Order Book service: the engine behind the wire, with its journal.
+
+Every request is applied to the engine at once, but nothing it caused leaves
+the process until its journal record is on disk: responses wait in reserved
+slots of their sessions, events in a batch.  One commit per event-loop turn
+writes (and, with the ``batch`` policy, fsyncs) every record of the turn, then
+releases the responses in request order, then the events to every connection
+following the stream.  So a client never sees an outcome a crash could undo.
+
+A connection that logs in receives the snapshot of the state as of the last
+released event, then every later event: when a batch is in flight at login
+time, the snapshot waits for the batch's events to go out first, so nothing is
+lost or seen twice between snapshot and stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from services.common.auth import Authenticator
+from services.common.clock import Clock
+from services.common.config import OrderBookConfig
+from services.common.users import Role
+from services.common.wire.framing import encode_frame
+from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPE
+from services.common.wire.server import Route, WireServer, WireSettings
+from services.common.wire.session import Session, Slot
+from services.order_book.engine import Engine
+from services.order_book.events import OnOrderBookCreated
+from services.order_book.journal import Journal
+from services.order_book.translate import (
+    AMEND,
+    CANCEL,
+    CLEAR,
+    CREATE,
+    DELETE,
+    INSERT,
+    STATS,
+    CommandProcessor,
+    EventEncoder,
+)
+
+log = logging.getLogger("optivex.order_book")
+
+LIVE = "ob.live"
+"""Session state key: the session follows the event stream."""
+
+MIN_OUTPUT_BUFFER = 64 << 20
+"""Peers here are our own services; a login snapshot of a big book must fit."""
+
+
+class OrderBookApp:
+    """The Order Book process: engine + journal + wire server."""
+
+    def __init__(self, config: OrderBookConfig, authenticator: Authenticator, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.engine = Engine()
+        self.processor = CommandProcessor(self.engine)
+        self.encoder = EventEncoder()
+        self.journal = Journal(config.data_dir, config.fsync)
+        settings = WireSettings.from_config(config)
+        if settings.max_output_buffer_bytes < MIN_OUTPUT_BUFFER:
+            settings = WireSettings(
+                **{
+                    **{f: getattr(settings, f) for f in settings.__dataclass_fields__},
+                    "max_output_buffer_bytes": MIN_OUTPUT_BUFFER,
+                }
+            )
+        service = frozenset({int(Role.SERVICE)})
+        routes = [
+            Route(kind, self._handler(kind), service)
+            for kind in (INSERT, CANCEL, AMEND, CREATE, DELETE, CLEAR, STATS)
+        ]
+        self.server = WireServer(
+            "order_book",
+            self,
+            routes,
+            login_roles={Role.SERVICE},
+            authenticator=authenticator,
+            clock=clock,
+            settings=settings,
+        )
+        # The batch of the current event-loop turn: reserved answers and events.
+        self._answers: list[tuple[Session, Slot, bytes]] = []
+        self._events: list[bytes] = []
+        self._awaiting_snapshot: list[Session] = []
+        self._commit_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> tuple[str, int]:
+        self._loop = asyncio.get_running_loop()
+        self._replay()
+        return await self.server.start(self.config.host, self.config.port)
+
+    def _replay(self) -> None:
+        started = time.perf_counter()
+        records = self.journal.open()
+        apply = self.processor.apply
+        encoder = self.encoder
+        for record in records:
+            request = MESSAGE_CLASSES[record.kind].FromString(record.payload)
+            apply(record.kind, request, record.timestamp)
+            # Keep the tick-size table in step (events are otherwise discarded).
+            for event in self.engine.drain_events():
+                if isinstance(event, OnOrderBookCreated):
+                    encoder.tick_sizes[event.order_book_id] = event.tick_size
+        if records:
+            log.info(
+                "replayed %d journal records in %.2f s: sequence %d, %d resting orders",
+                len(records),
+                time.perf_counter() - started,
+                self.engine.last_sequence_number,
+                self.engine.stats().resting_orders,
+            )
+
+    async def stop(self) -> None:
+        self._commit()
+        await self.server.stop()
+        self.journal.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def on_login(self, session: Session) -> None:
+        if self._commit_scheduled:
+            self._awaiting_snapshot.append(session)
+        else:
+            self._send_snapshot(session)
+
+    def on_close(self, session: Session) -> None:
+        session.state.pop(LIVE, None)
+
+    def _send_snapshot(self, session: Session) -> None:
+        for frame in self.encoder.snapshot(self.engine):
+            session.send_frame(frame)
+        session.state[LIVE] = True
+
+    # ------------------------------------------------------------------ commands
+
+    def _handler(self, kind: int) -> Any:
+        apply = self.processor.apply
+        response_type = RESPONSE_TYPE[kind]
+        journal = self.journal
+        now_ns = self.clock.now_ns
+
+        def handle(session: Session, request: Any) -> None:
+            timestamp = now_ns()
+            response, accepted = apply(kind, request, timestamp)
+            if accepted:
+                journal.append(kind, timestamp, request.SerializeToString())
+                encode = self.encoder.encode
+                self._events.extend([encode(e) for e in self.engine.drain_events()])
+            frame = encode_frame(response_type, response.SerializeToString())
+            self._answers.append((session, session.reserve(), frame))
+            if not self._commit_scheduled:
+                self._commit_scheduled = True
+                assert self._loop is not None
+                self._loop.call_soon(self._commit)
+
+        return handle
+
+    def _commit(self) -> None:
+        """Make the turn's records durable, then release answers and events."""
+        self._commit_scheduled = False
+        try:
+            self.journal.commit()
+        except OSError:
+            # The engine holds state that is not on disk: the only safe way on
+            # is a restart from the journal.  Nothing of the batch was released.
+            log.critical(
+                "journal write failed; exiting so a restart replays the journal", exc_info=True
+            )
+            os._exit(70)
+        answers, self._answers = self._answers, []
+        for session, slot, frame in answers:
+            session.fulfil(slot, frame)
+        if self._events:
+            events = b"".join(self._events)
+            self._events = []
+            for session in list(self.server.sessions):
+                if LIVE in session.state:
+                    session.send_frame(events)
+        if self._awaiting_snapshot:
+            waiting, self._awaiting_snapshot = self._awaiting_snapshot, []
+            for session in waiting:
+                if not session.closed:
+                    self._send_snapshot(session)
+
+
+def build(config: OrderBookConfig, authenticator: Authenticator, clock: Clock) -> OrderBookApp:
+    """Factory used by the launcher and in-process tests."""
+    return OrderBookApp(config, authenticator, clock)
