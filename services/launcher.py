@@ -104,6 +104,7 @@ class Launcher:
         self.env.setdefault("OPTIVEX_SERVICE_PASSWORD", generate_service_password())
         self.env["PYTHONUNBUFFERED"] = "1"
         self.bots: list[asyncio.subprocess.Process] = []
+        self._pumps: list[asyncio.Future[None]] = []
 
     def _ports(self) -> list[int]:
         if self.options.ports == "auto":
@@ -115,7 +116,7 @@ class Launcher:
 
     def _args(self, index: int, ports: list[int]) -> list[str]:
         o = self.options
-        name, _, data_name = SERVICES[index]
+        _, _, data_name = SERVICES[index]
         args = ["--host", o.host, "--port", str(ports[index]), "--log-level", o.log_level]
         args += ["--data-dir", str(Path(o.data_dir) / data_name)]
         if o.config:
@@ -147,7 +148,7 @@ class Launcher:
             self.failure = str(exc)
         if self.failure is None:
             self._announce(time.perf_counter() - started)
-            waiters = [asyncio.ensure_future(stop.wait())]
+            waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
             waiters += [asyncio.ensure_future(c.process.wait()) for c in self.children if c.process]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
@@ -179,7 +180,7 @@ class Launcher:
             env=self.env,
             start_new_session=True,
         )
-        asyncio.ensure_future(self._pump(child))
+        self._pumps.append(asyncio.ensure_future(self._pump(child)))
         ready = asyncio.ensure_future(child.ready.wait())
         died = asyncio.ensure_future(child.process.wait())
         done, _ = await asyncio.wait({ready, died}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -284,8 +285,10 @@ class Launcher:
         ]
         print("\n".join(lines), file=self.out, flush=True)
         if self.options.ready_file:
-            info = {name: {"host": child.host, "port": child.port} for name, child in c.items()}
-            info["service_password"] = {"value": self.env["OPTIVEX_SERVICE_PASSWORD"]}  # type: ignore[dict-item]
+            info: dict[str, dict[str, object]] = {
+                name: {"host": child.host, "port": child.port} for name, child in c.items()
+            }
+            info["service_password"] = {"value": self.env["OPTIVEX_SERVICE_PASSWORD"]}
             tmp = Path(self.options.ready_file + ".tmp")
             tmp.write_text(json.dumps(info, indent=2))
             tmp.replace(self.options.ready_file)
