@@ -6,9 +6,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PB_DIR := services/common/pb
+ST_PB_DIR := system_tests/pb
 PROTOS := $(wildcard proto/*.proto)
 VENV_STAMP  := $(VENV)/.stamp-install
 PROTO_STAMP := $(PB_DIR)/.stamp-proto
+ST_PROTO_STAMP := $(ST_PB_DIR)/.stamp-proto
 BOTS ?= 0
 ARGS ?=
 
@@ -25,15 +27,17 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-$(PROTO_STAMP): $(VENV_STAMP) $(PROTOS) scripts/gen_proto.py
+# One run of the generator writes both packages (services/common/pb and the
+# grader's own system_tests/pb), so both stamps are one grouped target.
+$(PROTO_STAMP) $(ST_PROTO_STAMP) &: $(VENV_STAMP) $(PROTOS) scripts/gen_proto.py
 	$(PY) scripts/gen_proto.py
-	@touch $@
+	@touch $(PROTO_STAMP) $(ST_PROTO_STAMP)
 
-setup: $(PROTO_STAMP) ## Create .venv, install, generate protobuf code
+setup: $(PROTO_STAMP) $(ST_PROTO_STAMP) ## Create .venv, install, generate protobuf code
 
 proto: $(VENV_STAMP) ## Regenerate the protobuf package from proto/
 	$(PY) scripts/gen_proto.py
-	@touch $(PROTO_STAMP)
+	@touch $(PROTO_STAMP) $(ST_PROTO_STAMP)
 
 run: setup ## Start the whole exchange on the demo configuration (BOTS=N adds bots)
 	$(VENV)/bin/optivex up --with-bots $(BOTS) $(ARGS)
@@ -56,5 +60,5 @@ soak: setup ## Long-running tests (soak, full load) excluded from `make test`
 	$(PY) -m pytest -q -m slow $(ARGS)
 
 clean: ## Remove the virtual environment, generated code and caches
-	rm -rf $(VENV) $(PB_DIR)/*_pb2.py $(PB_DIR)/*_pb2.pyi $(PROTO_STAMP) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results
+	rm -rf $(VENV) $(PB_DIR)/*_pb2.py $(PB_DIR)/*_pb2.pyi $(PROTO_STAMP) $(ST_PB_DIR)/*_pb2.py $(ST_PB_DIR)/*_pb2.pyi $(ST_PB_DIR)/*.proto $(ST_PROTO_STAMP) .mypy_cache .ruff_cache .pytest_cache .hypothesis bench/results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
