@@ -71,6 +71,10 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _ENV_PREFIX = "OPTIVEX_"
+#: Variables read by clients, not services, whose names happen to start with a
+#: service prefix; the unknown-variable check must not refuse them, or exporting
+#: the admin CLI's password would stop the Admin service from starting.
+CLIENT_ENV_VARS: frozenset[str] = frozenset({"OPTIVEX_ADMIN_PASSWORD"})
 
 C = TypeVar("C", bound="CommonConfig")
 
@@ -187,6 +191,8 @@ class AdminConfig(CommonConfig):
     info_port: int = 7402
     data_dir: Path = Path("./var/admin")
     request_timeout_s: float = 5.0
+    fsync_intents: bool = True
+    """fsync the intent log on every change (tests turn it off; see docs/admin.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,6 +407,7 @@ def load_config(
     # 3. environment
     own_prefix = f"{_ENV_PREFIX}{cls.SERVICE.upper()}_"
     known_env = {name for spec in specs.values() for name in env_var_names(cls, spec.name)}
+    known_env |= CLIENT_ENV_VARS
     for name in sorted(environ):
         if name.startswith(own_prefix) and name not in known_env:
             raise ConfigError(f"{name}: unknown setting for {cls.SERVICE}")

@@ -98,30 +98,34 @@ class Level:
 
 
 class BookSide:
-    """Bids or asks of one book: price levels plus a heap of price keys (lazy)."""
+    """Bids or asks of one book: price levels plus a heap of price keys (lazy).
 
-    __slots__ = ("book", "heap", "levels", "side")
+    Invariant kept by every command: the heap's top key is live (or the heap is
+    empty), so the best price is ``sign * heap[0]`` in O(1); stale keys only linger
+    below the top until they surface or the heap is compacted.
+    """
+
+    __slots__ = ("book", "heap", "levels", "side", "sign")
 
     side: int
+    sign: int
     heap: list[int]
     levels: dict[int, Level]
     book: Book
 
     def __init__(self, side: int, book: Book) -> None:
         self.side = side
+        # Heap key = sign * price: bids are negated so the heap's minimum is the best.
+        self.sign = -1 if side == BUY else 1
         self.heap = []
         self.levels = {}
         self.book = book
-
-    def key(self, price: int) -> int:
-        """Heap key of ``price``: negated for bids so the heap's minimum is the best."""
-        return -price if self.side == BUY else price
 
     def best(self) -> Level | None:
         """The best live level, dropping stale heap keys that surface on the way."""
         heap = self.heap
         levels = self.levels
-        sign = -1 if self.side == BUY else 1
+        sign = self.sign
         while heap:
             level = levels.get(sign * heap[0])
             if level is not None:
@@ -131,17 +135,15 @@ class BookSide:
 
     def compact(self) -> None:
         """Rebuild the heap from the live levels only (drops every stale key)."""
-        if self.side == BUY:
-            self.heap = [-p for p in self.levels]
-        else:
-            self.heap = list(self.levels)
+        sign = self.sign
+        self.heap = [sign * p for p in self.levels]
         heapify(self.heap)
 
     def add_level(self, price: int) -> Level:
         """Create the level at ``price`` (which must not exist) and index it."""
         level = Level(price, self)
         self.levels[price] = level
-        heappush(self.heap, -price if self.side == BUY else price)
+        heappush(self.heap, self.sign * price)
         return level
 
 
@@ -181,11 +183,26 @@ class Book:
 
 
 def drop_level(level: Level) -> None:
-    """Unindex an emptied level; rebuild its side's heap if stale keys pile up."""
+    """Unindex an emptied level and keep its side's heap tidy.
+
+    If the level was the best, its key and any stale keys under it leave the heap
+    now (so the top stays live); otherwise the key goes stale, and the heap is
+    rebuilt once stale keys exceed ``2 * live + 16``.
+    """
     side = level.side
     levels = side.levels
-    del levels[level.price]
-    if len(side.heap) > 3 * len(levels) + STALE_SLACK:
+    price = level.price
+    del levels[price]
+    # Dead orders point back at their level: clearing the queue breaks that cycle so
+    # reference counting frees both at once (no work left for the cyclic GC).
+    level.orders.clear()
+    heap = side.heap
+    sign = side.sign
+    if heap[0] == sign * price:
+        heappop(heap)
+        while heap and sign * heap[0] not in levels:
+            heappop(heap)
+    elif len(heap) > 3 * len(levels) + STALE_SLACK:
         side.compact()
 
 

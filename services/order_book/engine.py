@@ -34,10 +34,19 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator
 from decimal import Decimal
-from heapq import heappop
+from heapq import heappop, heappush
 
 from services.common.prices import check_tick_size
-from services.order_book.book import Book, BookSide, Order, can_fill, drop_level, iter_levels
+from services.order_book.book import (
+    STALE_SLACK,
+    Book,
+    BookSide,
+    Level,
+    Order,
+    can_fill,
+    drop_level,
+    iter_levels,
+)
 from services.order_book.events import (
     BUY,
     FOK,
@@ -210,6 +219,7 @@ class Engine:
                                 seq, order.order_id, book_id, timestamp, quantity, reason
                             )
                         )
+                level.orders.clear()  # break order <-> level cycles
             side.levels.clear()
             side.heap.clear()
         book.orders.clear()
@@ -307,9 +317,11 @@ class Engine:
             return _new(InsertResult, ("", order_id, timestamp, (), 0, 0))
         self._seq = seq
         own = book.sides[side]
-        level = own.levels.get(price_ticks)
+        levels = own.levels
+        level = levels.get(price_ticks)
         if level is None:
-            level = own.add_level(price_ticks)
+            level = levels[price_ticks] = Level(price_ticks, own)
+            heappush(own.heap, -price_ticks if side == BUY else price_ticks)
         order = Order(
             order_id, quantity, self._users.setdefault(username, username), timestamp, level
         )
@@ -532,11 +544,16 @@ class Engine:
                 if not level.count:
                     heappop(heap)
                     del levels[price]
+                    queue.clear()  # dead entries would keep a reference cycle alive
                     break
                 if not remaining:
                     break
             if not remaining:
                 break
+        # Consuming a level may expose stale keys: drop them so the top stays live.
+        sign = opposite.sign
+        while heap and sign * heap[0] not in levels:
+            heappop(heap)
         self._next_trade_id = trade_id
         self._traded_volume += quantity - remaining
         if profit:
@@ -574,10 +591,20 @@ class Engine:
                 queue.popleft()
             elif queue[-1] is order:
                 queue.pop()
-            elif len(queue) > 3 * level.count + 16:
+            elif len(queue) > 3 * level.count + STALE_SLACK:
                 level.orders = deque([o for o in queue if o.quantity])
-        else:
-            drop_level(level)
+        else:  # the level empties: unindex it, keep the heap's top live (drop_level inlined)
+            levels = side.levels
+            del levels[price]
+            level.orders.clear()  # breaks the order <-> level cycle (see drop_level)
+            heap = side.heap
+            sign = side.sign
+            if heap[0] == sign * price:
+                heappop(heap)
+                while heap and sign * heap[0] not in levels:
+                    heappop(heap)
+            elif len(heap) > 3 * len(levels) + STALE_SLACK:
+                side.compact()
         seq = self._seq + 1
         self._seq = seq
         self._events.append(
@@ -642,7 +669,7 @@ class Engine:
                 queue.popleft()
             elif queue[-1] is order:
                 queue.pop()
-            elif len(queue) > 3 * level.count + 16:
+            elif len(queue) > 3 * level.count + STALE_SLACK:
                 level.orders = deque([o for o in queue if o.quantity])
         else:
             drop_level(level)
