@@ -176,6 +176,12 @@ class InfoConfig(CommonConfig):
     order_book_host: str = "127.0.0.1"
     order_book_port: int = 7401
     data_dir: Path = Path("./var/info")
+    book_wait_s: float = 1.0
+    """How long an instrument creation waits for its book's OnOrderBookCreated event."""
+    upstream_wait_s: float = 5.0
+    """How long start-up waits for the first Order Book snapshot before serving anyway."""
+    stats_save_interval_s: float = 5.0
+    """How often changed trade statistics (quotes, trade numbering) are saved."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,232 @@
+"""The Order Book event stream, kept up forever: connect, snapshot, follow, resync.
+
+One background task owns the upstream connection (Info logs in as the ``service``
+user). Each connection starts a **fresh** :class:`~services.info.mirror.Mirror`
+that takes the login snapshot (sequence number 0). The snapshot is complete at the
+first live event or when the *barrier* returns: right after login Info sends a
+``GetStatsRequest``, and since the Order Book writes the snapshot on login, before
+answering anything, its response cannot overtake the snapshot. Only then does the
+new mirror **replace** the published one (never merged into it), so subscribers
+see the corrected book in one step.
+
+Everything that makes the mirror untrustworthy ends the connection and starts
+over: a lost connection, a silent peer (the wire client's idle timeout), a gap or
+jump in ``sequence_number``, an event that contradicts the mirror. Reconnects back
+off exponentially (0.05 s doubling to 2 s); a resync of a connection that was
+healthy for a while starts at once. An outage is logged once at WARNING, not per
+attempt. While disconnected, the last published state stays published.
+
+Reads are batched: events are applied as they arrive (synchronously, in order)
+and one ``call_soon`` after the read hands the mirror to the sink, which
+publishes every changed book once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any, Protocol
+
+from services.common.clock import Clock
+from services.common.config import InfoConfig
+from services.common.pb import common_pb2, order_book_pb2
+from services.common.wire.client import UpstreamConnection
+from services.common.wire.errors import ConnectionLost, RemoteError
+from services.info.mirror import Mirror, MirrorError
+from services.info.translate import EVENT_TYPES, event_from_pb
+
+log = logging.getLogger("optivex.info.feed")
+
+MT = common_pb2.MessageType
+BACKOFF_START_S = 0.05
+BACKOFF_MAX_S = 2.0
+HEALTHY_AFTER_S = 5.0
+"""A connection that lived this long resets the backoff (a later resync is immediate)."""
+
+
+class FeedSink(Protocol):
+    """What the feed tells the service."""
+
+    def on_snapshot(self, mirror: Mirror) -> None:
+        """A fresh, complete mirror has replaced the published one."""
+
+    def on_batch(self, mirror: Mirror) -> None:
+        """Events were applied (``mirror.drain()`` has what changed); publish."""
+
+
+class OrderBookFeed:
+    """Maintains :attr:`mirror` from the Order Book (see the module docstring)."""
+
+    def __init__(self, config: InfoConfig, clock: Clock, sink: FeedSink) -> None:
+        self.config = config
+        self.clock = clock
+        self.sink = sink
+        self.mirror = Mirror()
+        """The published mirror (empty until the first snapshot completes)."""
+        self.synced = asyncio.Event()
+        """Set once the first snapshot has completed."""
+        self.resyncs = 0
+        """Snapshots taken after the first one (for tests and stats)."""
+        self._building: Mirror | None = None
+        self._conn: UpstreamConnection | None = None
+        self._generation = 0
+        self._task: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, wait_s: float) -> None:
+        """Start following; wait up to ``wait_s`` for the first snapshot (not an error)."""
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="info-order-book-feed")
+        try:
+            await asyncio.wait_for(self.synced.wait(), wait_s)
+        except TimeoutError:
+            log.warning(
+                "no snapshot from the Order Book at %s:%d within %.1f s; serving the saved "
+                "registry and retrying in the background",
+                self.config.order_book_host,
+                self.config.order_book_port,
+                wait_s,
+            )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def resync(self, reason: str) -> None:
+        """Drop the connection; the run loop reconnects and takes a fresh snapshot."""
+        log.warning("resynchronising with the Order Book: %s", reason)
+        self._generation += 1  # late frames of the old connection are ignored
+        conn = self._conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.abort()
+
+    # ------------------------------------------------------------------ the connection loop
+
+    async def _run(self) -> None:
+        config = self.config
+        delay = BACKOFF_START_S
+        outage = False
+        while not self._stopping:
+            self._generation += 1
+            generation = self._generation
+            self._building = Mirror()
+            try:
+                conn = await UpstreamConnection.open(
+                    config.order_book_host,
+                    config.order_book_port,
+                    config.service_username,
+                    config.service_password,
+                    name="info->order_book",
+                    on_push=functools.partial(self._on_push, generation),
+                    heartbeat_interval_s=config.heartbeat_interval_s,
+                    idle_timeout_s=config.idle_timeout_s,
+                    max_frame_bytes=config.max_frame_bytes,
+                    timeout_s=max(1.0, config.login_timeout_s),
+                )
+            except (OSError, TimeoutError, RemoteError, ConnectionLost) as exc:
+                self._building = None
+                if not outage:
+                    outage = True
+                    log.warning(
+                        "cannot reach the Order Book at %s:%d (%s); retrying with backoff",
+                        config.order_book_host,
+                        config.order_book_port,
+                        exc or type(exc).__name__,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            if outage:
+                log.info("reconnected to the Order Book; rebuilding from a fresh snapshot")
+                outage = False
+            self._conn = conn
+            connected_at = self.clock.monotonic()
+            barrier = conn.request_raw(
+                MT.ORDER_BOOK_GET_STATS_REQUEST, order_book_pb2.GetStatsRequest()
+            )
+            barrier.add_done_callback(functools.partial(self._barrier_done, generation))
+            await conn.wait_closed()
+            if not barrier.done():
+                barrier.cancel()
+            self._conn = None
+            self._building = None
+            if self._stopping:
+                return
+            if generation == self._generation:
+                # Lost (not dropped by resync()): an outage until the next success.
+                log.warning("lost the Order Book connection; reconnecting")
+                outage = True
+            if self.clock.monotonic() - connected_at >= HEALTHY_AFTER_S:
+                delay = BACKOFF_START_S
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _barrier_done(self, generation: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        future.exception()  # retrieved: a lost connection is handled by the run loop
+        if generation == self._generation and self._building is not None:
+            self._building.end_snapshot()
+            self._complete_snapshot()
+
+    def _complete_snapshot(self) -> None:
+        building = self._building
+        assert building is not None
+        self._building = None
+        if self.synced.is_set():
+            self.resyncs += 1
+        self.mirror = building
+        log.info(
+            "order book snapshot complete: %d books, %d resting orders",
+            len(building.books),
+            sum(len(book.orders) for book in building.books.values()),
+        )
+        self.sink.on_snapshot(building)
+        self.synced.set()
+        self._schedule_flush()
+
+    # ------------------------------------------------------------------ events
+
+    def _on_push(self, generation: int, message_type: int, message: Any) -> None:
+        if generation != self._generation or message_type not in EVENT_TYPES:
+            return
+        building = self._building
+        mirror = building if building is not None else self.mirror
+        try:
+            event = event_from_pb(message_type, message, mirror, self.clock.now_ns())
+            mirror.apply(event)
+        except MirrorError as exc:
+            self.resync(str(exc))
+            return
+        if building is not None and building.live:
+            self._complete_snapshot()  # the first live event ends the snapshot
+        elif building is None:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.sink.on_batch(self.mirror)

@@ -1,0 +1,157 @@
+"""Fan-out: turn mirror changes into messages for subscribers, cheaply and in order.
+
+Called once per read of the Order Book stream (after every event of the read has
+been applied), so a book that changed many times in one read is published once:
+intermediate states are skipped, order is kept, and the last message equals the
+book. Per changed, publishable book:
+
+1. trades first, each encoded once and written to every connection subscribed to
+   the instrument (trades are facts, never conflated);
+2. then, per :class:`~services.info.subscriptions.Group`, the view is computed; if
+   it differs from the group's previous view it is encoded once (without sequence
+   number) and each subscriber gets it completed with its own number
+   (:func:`~services.info.translate.with_sequence`).
+
+**Slow readers.** A subscriber whose session is ``congested`` (its transport buffer
+is over the high-water mark) gets no book message; the subscription is parked in
+its connection's ``conflated`` set. When the transport drains, ``on_writable``
+sends each parked subscription the group's *current* view, if it differs from
+what that subscription last received (numbers still go up by exactly one per
+message sent). So a reader that stops costs at most one pending book state per
+subscription, plus its trades, which the wire layer's output cap bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from services.info.events import TOP_OF_BOOK, Trade
+from services.info.mirror import BookMirror, Mirror
+from services.info.registry import Registry
+from services.info.subscriptions import Channel, Group, Subscription, Subscriptions
+from services.info.translate import (
+    ON_PRICE_DEPTH_BOOK,
+    ON_TOP_OF_BOOK,
+    depth_payload,
+    top_payload,
+    trade_frame,
+    with_sequence,
+)
+
+log = logging.getLogger("optivex.info.publisher")
+
+CONNECTION_KEY = "info.conn"
+"""Key of the :class:`~services.info.subscriptions.Connection` in ``session.state``."""
+
+
+class Publisher:
+    """Sends book views and trades to subscribers (see the module docstring)."""
+
+    def __init__(self, subscriptions: Subscriptions, registry: Registry) -> None:
+        self.subscriptions = subscriptions
+        self.registry = registry
+        self.stats_dirty = False
+        """Set when trade statistics changed (the app persists them now and then)."""
+        self.deliveries = 0
+        """Book and trade messages written to sessions (for the benchmark and stats)."""
+
+    # ------------------------------------------------------------------ per read
+
+    def publish_trades(self, trades: list[Trade], mirror: Mirror) -> None:
+        """Number, record and send trades of live instruments, in stream order."""
+        by_book = self.registry.by_book
+        channels = self.subscriptions.by_book
+        for trade in trades:
+            instrument = by_book(trade.order_book_id)
+            if instrument is None:
+                continue
+            number = instrument.stats.record(trade.price_ticks, trade.quantity, trade.timestamp)
+            self.stats_dirty = True
+            channel = channels.get(trade.order_book_id)
+            if channel is None or not channel.trade_conns:
+                continue
+            frame = trade_frame(instrument.symbol, trade, instrument.tick_size, number)
+            for conn in channel.trade_conns:
+                conn.session.send_frame(frame)
+            self.deliveries += len(channel.trade_conns)
+
+    def publish_book(self, channel: Channel, book: BookMirror) -> None:
+        """Publish a changed book to its subscribers (the book must not be transient)."""
+        for group in list(channel.groups()):
+            old = group.view
+            view = book.top() if group.kind == TOP_OF_BOOK else book.depth(group.depth)
+            if view == old:
+                continue
+            self._set_view(group, view, channel.symbol, book)
+            message_type = ON_TOP_OF_BOOK if group.kind == TOP_OF_BOOK else ON_PRICE_DEPTH_BOOK
+            payload = group.payload
+            sent = 0
+            for sub in group.subs:
+                last = sub.last_sent
+                if last is None:
+                    continue  # its initial message is owed (channel.waiting)
+                if last is not old and last == view:
+                    continue
+                session = sub.conn.session
+                if session.congested:
+                    sub.conn.conflated[sub] = None
+                    continue
+                sequence = sub.sequence + 1
+                sub.sequence = sequence
+                sub.last_sent = view
+                session.send_frame(with_sequence(message_type, payload, sequence))
+                sent += 1
+            self.deliveries += sent
+        if channel.waiting:
+            waiting = list(channel.waiting)
+            channel.waiting.clear()
+            for sub in waiting:
+                self._deliver(sub)
+
+    # ------------------------------------------------------------------ single subscriptions
+
+    def send_initial(self, sub: Subscription, book: BookMirror | None) -> None:
+        """A new subscription's first message: the current view, or as soon as there is one."""
+        group = sub.group
+        if group.view is None:
+            if book is None or book.transient:
+                sub.channel.waiting[sub] = None
+                return
+            view = book.top() if group.kind == TOP_OF_BOOK else book.depth(group.depth)
+            self._set_view(group, view, sub.channel.symbol, book)
+        self._deliver(sub)
+
+    def on_writable(self, session: Any) -> None:
+        """A congested session drained: send each parked subscription its current view."""
+        conn = session.state.get(CONNECTION_KEY)
+        if conn is None:
+            return
+        parked = conn.conflated
+        while parked and not session.congested and not session.closed:
+            sub = next(iter(parked))
+            del parked[sub]
+            self._deliver(sub)
+
+    def _deliver(self, sub: Subscription) -> None:
+        group = sub.group
+        view = group.view
+        if view is None or sub.last_sent == view:
+            return
+        session = sub.conn.session
+        if session.congested:
+            sub.conn.conflated[sub] = None
+            return
+        sub.sequence += 1
+        sub.last_sent = view
+        message_type = ON_TOP_OF_BOOK if group.kind == TOP_OF_BOOK else ON_PRICE_DEPTH_BOOK
+        session.send_frame(with_sequence(message_type, group.payload, sub.sequence))
+        self.deliveries += 1
+
+    @staticmethod
+    def _set_view(group: Group, view: Any, symbol: str, book: BookMirror) -> None:
+        group.view = view
+        if group.kind == TOP_OF_BOOK:
+            group.payload = top_payload(symbol, book.timestamp, view, book.tick_size)
+        else:
+            group.payload = depth_payload(symbol, book.timestamp, view, book.tick_size)
