@@ -21,7 +21,7 @@ import hashlib
 import lzma
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, NamedTuple, TypeAlias
 
@@ -68,7 +68,7 @@ MODIFY: Final = 2
 #: (type, side, ioc, quantity, sequence_number, order_id, price_ticks, reserved)
 Record: TypeAlias = tuple[int, int, int, int, int, int, int, int]
 
-# Lines are hashed in chunks of this many: big enough to amortise join/update.
+# Messages per chunk: lines are hashed and events drained once per chunk.
 _CHUNK: Final = 16384
 
 
@@ -137,15 +137,12 @@ class ReplayResult(NamedTuple):
     events: int
 
 
-def replay(
-    records: Sequence[Record] | Iterable[Record],
-    on_events: Callable[[int], None] | None = None,
-) -> ReplayResult:
+def replay(records: Sequence[Record]) -> ReplayResult:
     """Drive a fresh engine with a workload and hash its report stream.
 
-    ``seq`` doubles as the engine timestamp, which makes the run deterministic.
-    ``on_events`` (optional) receives the number of engine events produced, e.g. for
-    accounting; every event is drained from the engine as the replay goes.
+    ``seq`` doubles as the engine timestamp, which makes the run deterministic. Every
+    engine event is drained as the replay goes (those of trading messages at once,
+    the rest once per chunk), as a service publishing them would.
     """
     engine = Engine()
     book = engine.create_book(TICK_SIZE, RESTING_ORDER_PRICE, 0).order_book_id
@@ -153,78 +150,75 @@ def replay(
     cancel = engine.cancel
     amend = engine.amend
     drain = engine.drain_events
-    drain()
+    events = len(drain())  # OnOrderBookCreated
     client_of: list[int] = [0]  # engine order id -> client order id (engine ids are dense)
     add_client = client_of.append
     engine_of: dict[int, int] = {}  # client order id -> engine id of its live order
     live_pop = engine_of.pop
+    live_get = engine_of.get
     hasher = ReportHasher()
     lines = hasher.lines
     push = lines.append
-    flush = hasher.flush
-    messages = 0
     reports = 0
     trades = 0
-    events = 1  # OnOrderBookCreated
     trade_type = OnTrade
-    for kind, side, ioc, quantity, seq, cid, price, _reserved in records:
-        messages += 1
-        if kind == NEW:
-            result = insert(book, "", side, price, quantity, ioc, "", seq)
-            add_client(cid)
-            push(f"0,{seq},{side},{cid},{price},{quantity}")
-            if result.trade_ids:
-                drained = drain()
-                events += len(drained)
-                taken = len(result.trade_ids)
-                trades += taken
-                for event in drained[-taken - 1 :]:
-                    if type(event) is trade_type:
-                        maker = event.sell_order_id if side == 0 else event.buy_order_id
-                        push(
-                            f"1,{seq},{event.price_ticks},{event.quantity},{client_of[maker]},{cid}"
-                        )
-            if result.resting_quantity:
-                engine_of[cid] = result.order_id
-            elif ioc and result.traded_quantity < quantity:
-                push(f"2,{seq},{side},{cid},{price}")
-        elif kind == CANCEL:
-            order_id = live_pop(cid, 0)
-            cancelled = cancel(book, order_id, "", seq)
-            if cancelled.error:
-                push(f"4,{seq},{cid}")
-            else:
-                push(f"2,{seq},{cancelled.side},{cid},{cancelled.price_ticks}")
-        elif kind == MODIFY:
-            order_id = engine_of.get(cid, 0)
-            amended = amend(book, order_id, "", price, quantity, seq)
-            if amended.error:
-                push(f"5,{seq},{cid}")
-            else:
-                if amended.trade_ids:
+    for start in range(0, len(records), _CHUNK):
+        for kind, side, ioc, quantity, seq, cid, price, _reserved in records[
+            start : start + _CHUNK
+        ]:
+            if kind == 0:  # NEW
+                _, order_id, _, trade_ids, traded, resting = insert(
+                    book, "", side, price, quantity, ioc, "", seq
+                )
+                add_client(cid)
+                push(f"0,{seq},{side},{cid},{price},{quantity}")
+                if trade_ids:
                     drained = drain()
                     events += len(drained)
-                    taken = len(amended.trade_ids)
+                    taken = len(trade_ids)
+                    trades += taken
+                    for event in drained[-taken - 1 :]:
+                        if type(event) is trade_type:
+                            maker = event.sell_order_id if side == 0 else event.buy_order_id
+                            push(
+                                f"1,{seq},{event.price_ticks},{event.quantity},"
+                                f"{client_of[maker]},{cid}"
+                            )
+                if resting:
+                    engine_of[cid] = order_id
+                elif ioc and traded < quantity:
+                    push(f"2,{seq},{side},{cid},{price}")
+            elif kind == 1:  # CANCEL
+                error, _, side, price = cancel(book, live_pop(cid, 0), "", seq)
+                if error:
+                    push(f"4,{seq},{cid}")
+                else:
+                    push(f"2,{seq},{side},{cid},{price}")
+            elif kind == 2:  # MODIFY
+                error, _, trade_ids, _, resting, side = amend(
+                    book, live_get(cid, 0), "", price, quantity, seq
+                )
+                if error:
+                    push(f"5,{seq},{cid}")
+                    continue
+                if trade_ids:
+                    drained = drain()
+                    events += len(drained)
+                    taken = len(trade_ids)
                     trades += taken
                     for event in drained[-taken:]:
-                        if type(event) is not trade_type:
-                            continue
-                        maker = event.sell_order_id if amended.side == 0 else event.buy_order_id
-                        push(
-                            f"1,{seq},{event.price_ticks},{event.quantity},{client_of[maker]},{cid}"
-                        )
-                push(f"3,{seq},{amended.side},{cid},{price},{quantity}")
-                if not amended.resting_quantity:
+                        if type(event) is trade_type:
+                            maker = event.sell_order_id if side == 0 else event.buy_order_id
+                            push(
+                                f"1,{seq},{event.price_ticks},{event.quantity},"
+                                f"{client_of[maker]},{cid}"
+                            )
+                push(f"3,{seq},{side},{cid},{price},{quantity}")
+                if not resting:
                     del engine_of[cid]
-        else:
-            raise ValueError(f"unknown flash1 message type {kind} at seq {seq}")
-        if len(lines) >= _CHUNK:
-            reports += len(lines)
-            flush()
-            events += len(drain())
-    reports += len(lines)
-    events += len(drain())
-    digest = hasher.hexdigest()
-    if on_events is not None:
-        on_events(events)
-    return ReplayResult(digest, messages, reports, trades, events)
+            else:
+                raise ValueError(f"unknown flash1 message type {kind} at seq {seq}")
+        reports += len(lines)
+        hasher.flush()
+        events += len(drain())
+    return ReplayResult(hasher.hexdigest(), len(records), reports, trades, events)

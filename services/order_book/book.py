@@ -34,6 +34,7 @@ from typing import Final
 from services.order_book.events import BUY, SELL
 
 __all__ = [
+    "SPARE_LEVELS",
     "STALE_SLACK",
     "Book",
     "BookSide",
@@ -47,6 +48,8 @@ __all__ = [
 
 #: Garbage allowed before a rebuild: stale > 2 * live + STALE_SLACK triggers it.
 STALE_SLACK: Final = 16
+#: Emptied levels kept per side for reuse (see BookSide.spare).
+SPARE_LEVELS: Final = 64
 
 
 class Order:
@@ -105,13 +108,14 @@ class BookSide:
     below the top until they surface or the heap is compacted.
     """
 
-    __slots__ = ("book", "heap", "levels", "side", "sign")
+    __slots__ = ("book", "heap", "levels", "side", "sign", "spare")
 
     side: int
     sign: int
     heap: list[int]
     levels: dict[int, Level]
     book: Book
+    spare: list[Level]
 
     def __init__(self, side: int, book: Book) -> None:
         self.side = side
@@ -120,6 +124,9 @@ class BookSide:
         self.heap = []
         self.levels = {}
         self.book = book
+        # Emptied Level objects kept for reuse: most levels of a busy book hold one
+        # order for a short while, and reusing saves two allocations per new price.
+        self.spare = []
 
     def best(self) -> Level | None:
         """The best live level, dropping stale heap keys that surface on the way."""
@@ -140,8 +147,13 @@ class BookSide:
         heapify(self.heap)
 
     def add_level(self, price: int) -> Level:
-        """Create the level at ``price`` (which must not exist) and index it."""
-        level = Level(price, self)
+        """Create (or recycle) the level at ``price``, which must not exist, and index it."""
+        spare = self.spare
+        if spare:
+            level = spare.pop()
+            level.price = price
+        else:
+            level = Level(price, self)
         self.levels[price] = level
         heappush(self.heap, self.sign * price)
         return level
@@ -196,6 +208,8 @@ def drop_level(level: Level) -> None:
     # Dead orders point back at their level: clearing the queue breaks that cycle so
     # reference counting frees both at once (no work left for the cyclic GC).
     level.orders.clear()
+    if len(side.spare) < SPARE_LEVELS:
+        side.spare.append(level)
     heap = side.heap
     sign = side.sign
     if heap[0] == sign * price:

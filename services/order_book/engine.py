@@ -38,6 +38,7 @@ from heapq import heappop, heappush
 
 from services.common.prices import check_tick_size
 from services.order_book.book import (
+    SPARE_LEVELS,
     STALE_SLACK,
     Book,
     BookSide,
@@ -320,7 +321,13 @@ class Engine:
         levels = own.levels
         level = levels.get(price_ticks)
         if level is None:
-            level = levels[price_ticks] = Level(price_ticks, own)
+            spare = own.spare
+            if spare:
+                level = spare.pop()
+                level.price = price_ticks
+            else:
+                level = Level(price_ticks, own)
+            levels[price_ticks] = level
             heappush(own.heap, -price_ticks if side == BUY else price_ticks)
         order = Order(
             order_id, quantity, self._users.setdefault(username, username), timestamp, level
@@ -545,6 +552,8 @@ class Engine:
                     heappop(heap)
                     del levels[price]
                     queue.clear()  # dead entries would keep a reference cycle alive
+                    if len(opposite.spare) < SPARE_LEVELS:
+                        opposite.spare.append(level)
                     break
                 if not remaining:
                     break
@@ -597,6 +606,9 @@ class Engine:
             levels = side.levels
             del levels[price]
             level.orders.clear()  # breaks the order <-> level cycle (see drop_level)
+            spare = side.spare
+            if len(spare) < SPARE_LEVELS:
+                spare.append(level)
             heap = side.heap
             sign = side.sign
             if heap[0] == sign * price:
