@@ -137,25 +137,16 @@ class InfoApp:
 
     def on_batch(self, mirror: Mirror) -> None:
         """Publish what one read of the event stream changed."""
-        dirty, trades = mirror.drain()
-        if trades:
-            self.publisher.publish_trades(trades, mirror)
-        channels = self.subscriptions.by_book
+        dirty = self.publisher.publish(mirror)
         books = mirror.books
         for book_id in dirty:
-            book = books.get(book_id)
-            if book is None:
+            if book_id in books:
+                if book_id in self._book_waiters:
+                    self._wake(book_id)
+            elif book_id in mirror.deleted:
                 instrument = self.registry.by_book(book_id)
-                if instrument is not None and book_id in mirror.deleted:
+                if instrument is not None:
                     self._drop_instrument(instrument, "its order book was deleted")
-                continue
-            if self._book_waiters and book_id in self._book_waiters:
-                self._wake(book_id)
-            if book.transient:
-                continue  # published when its trades have arrived (they mark it dirty)
-            channel = channels.get(book_id)
-            if channel is not None and channel.trade_conns:
-                self.publisher.publish_book(channel, book)
 
     # ------------------------------------------------------------------ subscriptions
 

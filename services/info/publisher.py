@@ -58,6 +58,27 @@ class Publisher:
 
     # ------------------------------------------------------------------ per read
 
+    def publish(self, mirror: Mirror) -> set[int]:
+        """Publish what the events applied since the last call changed.
+
+        Returns the ids of the books touched (the caller wakes waiters for new books
+        and retires instruments whose book was deleted). Transient books are
+        skipped: the trades that end their transient state touch them again.
+        """
+        dirty, trades = mirror.drain()
+        if trades:
+            self.publish_trades(trades, mirror)
+        channels = self.subscriptions.by_book
+        books = mirror.books
+        for book_id in dirty:
+            channel = channels.get(book_id)
+            if channel is None or not channel.trade_conns:
+                continue
+            book = books.get(book_id)
+            if book is not None and not book.transient:
+                self.publish_book(channel, book)
+        return dirty
+
     def publish_trades(self, trades: list[Trade], mirror: Mirror) -> None:
         """Number, record and send trades of live instruments, in stream order."""
         by_book = self.registry.by_book
