@@ -158,10 +158,12 @@ class CreateFlow:
 
     def _after_rollback(self, reply: Reply) -> Finished:
         self._state = "done"
-        if reply.outcome in (Outcome.OK, Outcome.REFUSED):
-            # REFUSED: the only reason to refuse deleting a book we just created is
-            # that it is already gone, which is what we wanted.
+        if reply.outcome is Outcome.OK:
             return Finished(error=self._failure, repair_needed=self._info_unknown)
+        if reply.outcome is Outcome.REFUSED:
+            # Normally "unknown order book": it is gone already, which is what we
+            # wanted. Reconciliation checks that against the Order Book's own list.
+            return Finished(error=self._failure, repair_needed=True)
         return Finished(
             error=(
                 f"{self._failure}; rolling back order book {self.book_id} failed "
