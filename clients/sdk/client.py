@@ -142,6 +142,7 @@ class Client:
                 password,
                 on_push=client.market.on_push,
                 on_up=client.market.on_up,
+                on_connecting=client.market.on_connecting,
                 **common,
             )
             client.market.link = client.info

@@ -44,6 +44,7 @@ class Link:
         on_push: PushHandler,
         on_up: OnUp | None = None,
         on_down: Callable[[], None] | None = None,
+        on_connecting: Callable[[], None] | None = None,
         reconnect: bool = True,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
@@ -59,6 +60,7 @@ class Link:
         self._on_push = on_push
         self._on_up = on_up
         self._on_down = on_down
+        self._on_connecting = on_connecting
         self.reconnect = reconnect
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -88,6 +90,8 @@ class Link:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def _connect(self) -> None:
+        if self._on_connecting is not None:
+            self._on_connecting()  # pushes may arrive with the login response
         conn = await UpstreamConnection.open(
             self.host,
             self.port,

@@ -78,6 +78,10 @@ class MarketData:
 
     # ------------------------------------------------------------------ connection hooks
 
+    def on_connecting(self) -> None:
+        """Before each login: start collecting the instrument snapshot."""
+        self._seen = set()
+
     async def on_up(self, conn: UpstreamConnection) -> None:
         """After each login: learn the instruments, then renew every subscription.
 
@@ -86,13 +90,14 @@ class MarketData:
         that answer is in, :attr:`instruments` is complete.
         """
         first = self.link is None or self.link.connections == 0
-        self._seen = set()
+        if self._seen is None:
+            self._seen = set()
         try:
             response = await asyncio.wait_for(
                 conn.request_raw(MT.INFO_QUOTES_REQUEST, info_pb2.QuotesRequest()), 10
             )
         finally:
-            seen, self._seen = self._seen, None
+            seen, self._seen = self._seen or set(), None
         if not response.error_message:
             self.quotes_at_connect = {
                 q.instrument_symbol: translate.quote(q) for q in response.quotes
