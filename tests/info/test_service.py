@@ -103,8 +103,8 @@ async def test_unsubscribe_and_errors(exchange: Exchange) -> None:
             info_pb2.OrderBookSubscribeRequest(
                 request_id=5,
                 instrument_symbol=symbol,
-                subscription_type=kind,
-                depth=depth,  # type: ignore[arg-type]
+                subscription_type=kind,  # type: ignore[arg-type]
+                depth=depth,
             )
         )
         assert response.request_id == 5
