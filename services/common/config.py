@@ -213,6 +213,16 @@ class RiskGatewayConfig(CommonConfig):
     info_host: str = "127.0.0.1"
     info_port: int = 7402
     data_dir: Path = Path("./var/risk_gateway")
+    fsync: Literal["always", "none"] = "none"
+    """Journal records are flushed to the OS before a request is forwarded;
+    ``always`` also fsyncs them (survives a power cut, costs a disk sync each)."""
+    limit_history_s: float = 3600.0
+    """Window history kept even without a limit in force, so a limit set later
+    applies to its trailing window at once (up to this long)."""
+    max_limit_window_s: int = 86400
+    """Longest ``window_in_seconds`` a rolling limit may be set to."""
+    reconnect_max_backoff_s: float = 2.0
+    """Upper bound of the reconnect backoff to the Order Book and Info."""
 
 
 # ------------------------------------------------------------------ conversion

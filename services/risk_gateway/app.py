@@ -1,0 +1,332 @@
+"""The Risk Gateway process: the participants' door to the exchange.
+
+Wiring (the logic lives in the pure modules and the handlers):
+
+* a :class:`WireServer` on the Gateway port, admitting ``participant`` and
+  ``admin`` logins. Types 40/42/46 are served to participants only (an admin
+  gets ``ON_ERROR`` "not permitted": admins own no orders); 50-57 to both;
+* a :class:`~services.risk_gateway.upstream.Link` to the Order Book whose event
+  stream (login snapshot, then live events) feeds the
+  :class:`~services.risk_gateway.orders.OrderTable`, which keeps exposures and
+  produces fills and unsolicited cancels for the owners' connections;
+* a link to Info whose ``OnInstrument`` / ``OnInstrumentDeleted`` pushes keep
+  the :class:`~services.risk_gateway.instruments.InstrumentDirectory`;
+* the :class:`~services.risk_gateway.limits.RiskEngine` and the
+  :class:`~services.risk_gateway.store.RiskStore` that journals it.
+
+Every connection of a participant is tracked by username, so a fill reaches
+every connection of its owner and nobody else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Final
+
+from google.protobuf.message import Message
+
+from services.common.auth import Authenticator
+from services.common.clock import Clock
+from services.common.config import RiskGatewayConfig
+from services.common.pb import common_pb2, info_pb2, order_book_pb2
+from services.common.users import Role
+from services.common.wire.server import Route, WireServer, WireSettings
+from services.common.wire.session import Session
+from services.risk_gateway import translate
+from services.risk_gateway.coids import ClientOrderIds
+from services.risk_gateway.execution import ExecutionHandlers
+from services.risk_gateway.instruments import InstrumentDirectory
+from services.risk_gateway.limits import RiskEngine, Ticket
+from services.risk_gateway.limits_api import LimitHandlers
+from services.risk_gateway.orders import Cancelled, Fill, OrderTable
+from services.risk_gateway.store import COMPACT_BYTES, RiskStore
+from services.risk_gateway.upstream import Link
+
+log = logging.getLogger("optivex.risk_gateway")
+
+MT = common_pb2.MessageType
+PARTICIPANT: Final = frozenset({int(Role.PARTICIPANT)})
+PARTICIPANT_OR_ADMIN: Final = frozenset({int(Role.PARTICIPANT), int(Role.ADMIN)})
+HOUSEKEEPING_S: Final = 5.0
+FIRST_CONNECT_WAIT_S: Final = 3.0
+
+REASON_CLEARED: Final = "order book cleared"
+REASON_DELETED: Final = "instrument deleted"
+
+
+class RiskGatewayApp:
+    """The Risk Gateway (see the module docstring)."""
+
+    def __init__(
+        self, config: RiskGatewayConfig, authenticator: Authenticator, clock: Clock
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.authenticator = authenticator
+        self.store = RiskStore(config.data_dir, clock, config.fsync)
+        self.engine = RiskEngine(
+            clock.monotonic,
+            keep_s=config.limit_history_s,
+            max_window_s=config.max_limit_window_s,
+        )
+        self.directory = InstrumentDirectory()
+        self.table = OrderTable(self.engine.exposure)
+        self.coids = ClientOrderIds()
+        self.sessions: dict[str, set[Session]] = {}
+        self._in_flight: set[asyncio.Future[Message]] = set()
+        self._unsolicited: list[Cancelled] = []
+        self._unsolicited_scheduled = False
+        self._housekeeper: asyncio.Task[None] | None = None
+        common = {
+            "heartbeat_interval_s": config.heartbeat_interval_s,
+            "idle_timeout_s": config.idle_timeout_s,
+            "max_backoff_s": config.reconnect_max_backoff_s,
+        }
+        self.order_book = Link(
+            "order book",
+            config.order_book_host,
+            config.order_book_port,
+            config.service_username,
+            config.service_password,
+            barrier_type=translate.STATS,
+            barrier_message=order_book_pb2.GetStatsRequest,
+            on_push=self._order_book_push,
+            on_connecting=self._order_book_connecting,
+            max_frame_bytes=max(config.max_frame_bytes, 64 << 20),
+            logger=log.getChild("order_book"),
+            **common,  # type: ignore[arg-type]
+        )
+        self.info = Link(
+            "info",
+            config.info_host,
+            config.info_port,
+            config.service_username,
+            config.service_password,
+            barrier_type=translate.QUOTES,
+            barrier_message=info_pb2.QuotesRequest,
+            on_push=self._info_push,
+            on_connecting=self.directory.begin_resync,
+            on_ready=self._info_ready,
+            max_frame_bytes=max(config.max_frame_bytes, 64 << 20),
+            logger=log.getChild("info"),
+            **common,  # type: ignore[arg-type]
+        )
+        self.execution = ExecutionHandlers(self)
+        self.limits = LimitHandlers(self)
+        routes = [
+            Route(MT.EXECUTION_INSERT_ORDER_REQUEST, self.execution.insert, PARTICIPANT),
+            Route(MT.EXECUTION_CANCEL_ORDER_REQUEST, self.execution.cancel, PARTICIPANT),
+            Route(MT.EXECUTION_AMEND_ORDER_REQUEST, self.execution.amend, PARTICIPANT),
+            Route(
+                MT.RISK_LIMITS_GET_USER_RISK_LIMITS_REQUEST,
+                self.limits.get_user,
+                PARTICIPANT_OR_ADMIN,
+            ),
+            Route(
+                MT.RISK_LIMITS_SET_USER_RISK_LIMITS_REQUEST,
+                self.limits.set_user,
+                PARTICIPANT_OR_ADMIN,
+            ),
+            Route(
+                MT.RISK_LIMITS_GET_INSTRUMENT_RISK_LIMITS_REQUEST,
+                self.limits.get_instrument,
+                PARTICIPANT_OR_ADMIN,
+            ),
+            Route(
+                MT.RISK_LIMITS_SET_INSTRUMENT_RISK_LIMITS_REQUEST,
+                self.limits.set_instrument,
+                PARTICIPANT_OR_ADMIN,
+            ),
+        ]
+        self.server = WireServer(
+            "risk_gateway",
+            self,
+            routes,
+            login_roles=PARTICIPANT_OR_ADMIN,
+            authenticator=authenticator,
+            clock=clock,
+            settings=WireSettings.from_config(config),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> tuple[str, int]:
+        restored = self.store.load()
+        restored.apply(self.engine, self.clock.monotonic())
+        self.coids = restored.coids
+        self.execution.coids = restored.coids
+        self.store.open(self.engine, self.coids)
+        self.engine.journal = self.store.window
+        log.info(
+            "risk state loaded: %d users with limits, %d client_order_ids",
+            len({u for layer in self.engine.user_limits.values() for u in layer}),
+            len(self.coids),
+        )
+        await asyncio.gather(
+            self.order_book.start(FIRST_CONNECT_WAIT_S), self.info.start(FIRST_CONNECT_WAIT_S)
+        )
+        address = await self.server.start(self.config.host, self.config.port)
+        self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
+        return address
+
+    async def stop(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeper
+            self._housekeeper = None
+        if self._in_flight:
+            # Let forwarded requests get their answers before closing connections.
+            await asyncio.wait(list(self._in_flight), timeout=2.0)
+        await self.server.stop()
+        await asyncio.gather(self.order_book.stop(), self.info.stop())
+        try:
+            self.store.close(self.engine, self.coids)
+        except OSError:
+            log.exception("cannot write the final risk state snapshot")
+
+    async def _housekeeping(self) -> None:
+        """Drop expired window history; compact the journal when it grows."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self.engine.trim()
+            if self.store.journal_bytes > COMPACT_BYTES:
+                try:
+                    self.store.compact(self.engine, self.coids)
+                except OSError:
+                    log.exception("cannot compact the risk journal")
+
+    # ------------------------------------------------------------------ sessions
+
+    def on_login(self, session: Session) -> None:
+        if session.role == Role.PARTICIPANT:
+            self.sessions.setdefault(session.username, set()).add(session)
+
+    def on_close(self, session: Session) -> None:
+        sessions = self.sessions.get(session.username)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self.sessions[session.username]
+
+    def track(self, coroutine: Coroutine[Any, Any, Message]) -> asyncio.Future[Message]:
+        """Run a request's settlement as a task the stop() can wait for."""
+        task = asyncio.ensure_future(coroutine)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, ticket: Ticket) -> bool:
+        """Flush the journal before forwarding; on failure refund the ticket."""
+        try:
+            self.store.flush()
+        except OSError:
+            log.exception("cannot write the risk journal")
+            self.store.discard_pending()
+            self.engine.journal = None  # the refund must not be journaled either
+            try:
+                self.engine.refund(ticket, message=True)
+            finally:
+                self.engine.journal = self.store.window
+            return False
+        return True
+
+    def save_quietly(self) -> None:
+        """Flush records that only make the state smaller or add facts (refunds, coids)."""
+        try:
+            self.store.flush()
+        except OSError:
+            log.exception("cannot write the risk journal")
+
+    # ------------------------------------------------------------------ the Order Book
+
+    def _order_book_connecting(self) -> None:
+        self.table.reset()
+        self.engine.reset_exposures()
+
+    def _order_book_push(self, message_type: int, message: Any) -> None:
+        effect = translate.apply_event(self.table, message_type, message)
+        if not effect.in_sequence:
+            self.order_book.resync(
+                f"event sequence gap (expected {self.table.last_sequence + 1}, "
+                f"got {message.sequence_number})"
+            )
+            return
+        if effect.fills:
+            self._push_fills(effect.fills)
+        elif effect.cancelled is not None:
+            self._unsolicited.append(effect.cancelled)
+            if not self._unsolicited_scheduled:
+                self._unsolicited_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_unsolicited)
+        elif effect.deleted_book:
+            self._flush_unsolicited()
+
+    def _symbol(self, order_book_id: int) -> str:
+        instrument = self.directory.by_book(order_book_id)
+        return "" if instrument is None else instrument.symbol
+
+    def _push_fills(self, fills: list[Fill]) -> None:
+        sessions = self.sessions
+        for fill in fills:
+            targets = sessions.get(fill.owner)
+            if targets:
+                frame = translate.fill_frame(fill, self._symbol(fill.order_book_id))
+                for session in targets:
+                    session.send_frame(frame)
+
+    def _flush_unsolicited(self) -> None:
+        """Tell owners about cancels they did not ask for.
+
+        Held until the end of the read that brought them, so that a book
+        deletion (whose ``OnOrderBookDeleted`` follows the cancels) is told as
+        such rather than as a clear.
+        """
+        self._unsolicited_scheduled = False
+        notices, self._unsolicited = self._unsolicited, []
+        if notices:
+            self.push_cancelled(notices)
+
+    def push_cancelled(self, notices: list[Cancelled]) -> None:
+        for notice in notices:
+            targets = self.sessions.get(notice.owner)
+            if not targets:
+                continue
+            book = notice.order_book_id
+            instrument = self.directory.by_book(book)
+            deleted = book in self.table.deleted_books or (
+                instrument is not None and not self.directory.is_live_book(book)
+            )
+            frame = translate.cancelled_frame(
+                notice, self._symbol(book), REASON_DELETED if deleted else REASON_CLEARED
+            )
+            for session in targets:
+                session.send_frame(frame)
+
+    # ------------------------------------------------------------------ Info
+
+    def _info_push(self, message_type: int, message: Any) -> None:
+        if message_type == translate.ON_INSTRUMENT:
+            self.directory.added(
+                message.instrument.symbol,
+                message.order_book_id,
+                message.tick_size,
+                message.price_rule,
+            )
+        elif message_type == translate.ON_INSTRUMENT_DELETED:
+            self.directory.deleted(message.instrument_symbol)
+
+    def _info_ready(self) -> None:
+        gone = self.directory.end_resync()
+        if gone:
+            log.info("instruments deleted while Info was unreachable: %s", ", ".join(gone))
+
+
+def build(config: RiskGatewayConfig, authenticator: Authenticator, clock: Clock) -> RiskGatewayApp:
+    """Factory used by the launcher and in-process tests."""
+    return RiskGatewayApp(config, authenticator, clock)

@@ -1,0 +1,351 @@
+"""Durable risk state: limits (both layers), window history and client_order_ids.
+
+PROTOCOL.md wants limits and windows to survive a Gateway restart, and a resend
+of a ``client_order_id`` to return its original outcome also after a restart.
+(Outstanding quantities need no storage: they are rebuilt from the Order Book's
+login snapshot.) Two files in ``data_dir``:
+
+* ``risk_state.json`` -- a snapshot of everything, replaced atomically
+  (temporary file, fsync, rename);
+* ``risk_journal.jsonl`` -- one JSON array per change since that snapshot:
+  window records, limit changes, accepted client_order_ids. Lines are buffered
+  and written (``flush``) before the request that caused them is forwarded,
+  so what the Order Book may have seen is on disk first (write-ahead). With
+  ``fsync="always"`` they are also fsynced; the default only survives a process
+  crash, not a power cut.
+
+At start the snapshot is read and the journal replayed on top; then a fresh
+snapshot is written and the journal truncated. A torn last line (a crash in the
+middle of a write) is ignored.
+
+Times: windows run on the monotonic clock, which does not survive a restart.
+Each file records an *epoch* (a monotonic reading and the wall-clock time at the
+same moment); loading maps stored times through wall-clock time onto the new
+process's monotonic clock.
+
+No asyncio, no protobuf: plain file I/O, called from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from services.common.clock import Clock
+from services.risk_gateway.coids import ClientOrderIds, Outcome
+from services.risk_gateway.limits import (
+    LAYERS,
+    InstrumentLimits,
+    RiskEngine,
+    RollingLimit,
+    UserLimits,
+)
+
+__all__ = ["JOURNAL_FILE", "STATE_FILE", "Restored", "RiskStore"]
+
+STATE_FILE: Final = "risk_state.json"
+JOURNAL_FILE: Final = "risk_journal.jsonl"
+VERSION: Final = 1
+COMPACT_BYTES: Final = 64 << 20
+"""Journal size at which the state is snapshotted and the journal truncated."""
+
+log = logging.getLogger("optivex.risk_gateway.store")
+
+SeriesKey = tuple[str, ...]
+
+
+# ---------------------------------------------------------------------- (de)serialising
+
+
+def _rolling(value: RollingLimit) -> list[int]:
+    return [value.limit, value.window_s]
+
+
+def _rolling_from(data: Any) -> RollingLimit:
+    return RollingLimit(int(data[0]), int(data[1]))
+
+
+def user_limits_to_json(limits: UserLimits) -> dict[str, Any]:
+    return {
+        "max_outstanding_quantity": limits.max_outstanding_quantity,
+        "message_rate_rolling_limit": _rolling(limits.message_rate_rolling_limit),
+    }
+
+
+def user_limits_from_json(data: dict[str, Any]) -> UserLimits:
+    return UserLimits(
+        int(data["max_outstanding_quantity"]),
+        _rolling_from(data["message_rate_rolling_limit"]),
+    )
+
+
+def instrument_limits_to_json(limits: InstrumentLimits) -> dict[str, Any]:
+    return {
+        "max_outstanding_quantity": limits.max_outstanding_quantity,
+        "max_outstanding_amount": limits.max_outstanding_amount,
+        "order_quantity_rolling_limit": _rolling(limits.order_quantity_rolling_limit),
+        "order_amount_rolling_limit": _rolling(limits.order_amount_rolling_limit),
+    }
+
+
+def instrument_limits_from_json(data: dict[str, Any]) -> InstrumentLimits:
+    return InstrumentLimits(
+        int(data["max_outstanding_quantity"]),
+        float(data["max_outstanding_amount"]),
+        _rolling_from(data["order_quantity_rolling_limit"]),
+        _rolling_from(data["order_amount_rolling_limit"]),
+    )
+
+
+def _outcome_to_json(outcome: Outcome) -> list[Any]:
+    return [
+        outcome.order_id,
+        outcome.timestamp,
+        list(outcome.trade_ids),
+        outcome.traded_quantity,
+        outcome.resting_quantity,
+    ]
+
+
+def _outcome_from_json(data: Any) -> Outcome:
+    return Outcome(
+        int(data[0]), int(data[1]), tuple(int(t) for t in data[2]), int(data[3]), int(data[4])
+    )
+
+
+# ---------------------------------------------------------------------- state
+
+
+@dataclass
+class Restored:
+    """What a previous run left behind, times already on this process's clock."""
+
+    user_limits: dict[str, dict[str, UserLimits]] = field(
+        default_factory=lambda: {layer: {} for layer in LAYERS}
+    )
+    instrument_limits: dict[str, dict[str, dict[str, InstrumentLimits]]] = field(
+        default_factory=lambda: {layer: {} for layer in LAYERS}
+    )
+    coids: ClientOrderIds = field(default_factory=ClientOrderIds)
+    series: dict[SeriesKey, list[tuple[float, int]]] = field(default_factory=dict)
+
+    def apply(self, engine: RiskEngine, now: float) -> None:
+        """Load limits and window history into a fresh engine."""
+        for layer, users in self.user_limits.items():
+            for username, limits in users.items():
+                engine.set_user_limits(username, layer, limits)
+        for layer, by_user in self.instrument_limits.items():
+            for username, by_symbol in by_user.items():
+                for symbol, instrument_limits in by_symbol.items():
+                    engine.set_instrument_limits(username, layer, symbol, instrument_limits)
+        for key, entries in self.series.items():
+            series = engine.series_for(key)
+            if series is not None:
+                series.load(entries, now)
+
+
+class _TimeMap:
+    """Maps times of a stored epoch onto this process's monotonic clock."""
+
+    def __init__(self, epoch: Any, clock: Clock) -> None:
+        stored_mono, stored_wall_ns = float(epoch[0]), int(epoch[1])
+        # time_here = now_mono - (now_wall - (stored_wall + (t - stored_mono)))
+        self.offset = clock.monotonic() - clock.now_ns() / 1e9 + stored_wall_ns / 1e9 - stored_mono
+
+    def __call__(self, t: float) -> float:
+        return t + self.offset
+
+
+class RiskStore:
+    """The two files in ``data_dir`` (see the module docstring)."""
+
+    def __init__(
+        self, data_dir: Path, clock: Clock, fsync: Literal["always", "none"] = "none"
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self.fsync = fsync == "always"
+        self._pending: list[str] = []
+        self._journal: Any = None
+        self.journal_bytes = 0
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> Restored:
+        """Read the snapshot and replay the journal (missing files: empty state)."""
+        restored = Restored()
+        state_path = self.data_dir / STATE_FILE
+        if state_path.exists():
+            data = json.loads(state_path.read_text(encoding="utf-8"))
+            if data.get("version") != VERSION:
+                raise ValueError(f"{state_path}: unsupported version {data.get('version')!r}")
+            self._load_snapshot(data, restored)
+        journal_path = self.data_dir / JOURNAL_FILE
+        if journal_path.exists():
+            self._replay(journal_path, restored)
+        return restored
+
+    def _load_snapshot(self, data: dict[str, Any], restored: Restored) -> None:
+        to_here = _TimeMap(data["epoch"], self.clock)
+        for layer in LAYERS:
+            for username, limits in data["user_limits"].get(layer, {}).items():
+                restored.user_limits[layer][username] = user_limits_from_json(limits)
+            for username, by_symbol in data["instrument_limits"].get(layer, {}).items():
+                restored.instrument_limits[layer][username] = {
+                    symbol: instrument_limits_from_json(limits)
+                    for symbol, limits in by_symbol.items()
+                }
+        for username, client_order_id, outcome in data["coids"]:
+            restored.coids.add(username, client_order_id, _outcome_from_json(outcome))
+        for key, entries in data["series"]:
+            restored.series[tuple(key)] = [(to_here(t), int(v)) for t, v in entries]
+
+    def _replay(self, path: Path, restored: Restored) -> None:
+        to_here: _TimeMap | None = None
+        lines = path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                kind = record[0]
+                if kind == "E":
+                    to_here = _TimeMap(record[1:], self.clock)
+                elif kind == "w":
+                    if to_here is None:
+                        raise ValueError("window record before the epoch record")
+                    key = tuple(record[1])
+                    restored.series.setdefault(key, []).append((to_here(record[2]), int(record[3])))
+                elif kind == "U":
+                    limits = user_limits_from_json(record[3])
+                    restored.user_limits[record[1]][record[2]] = limits
+                elif kind == "I":
+                    layer, username, symbol = record[1], record[2], record[3]
+                    entries = restored.instrument_limits[layer].setdefault(username, {})
+                    instrument_limits = instrument_limits_from_json(record[4])
+                    if instrument_limits.is_zero:
+                        entries.pop(symbol, None)
+                    else:
+                        entries[symbol] = instrument_limits
+                elif kind == "C":
+                    restored.coids.add(record[1], record[2], _outcome_from_json(record[3]))
+                else:
+                    raise ValueError(f"unknown record kind {kind!r}")
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                if number >= len(lines) - 1:
+                    log.warning("%s: ignoring a torn last line (%s)", path, exc)
+                else:
+                    log.error("%s:%d: skipping a bad record (%s)", path, number, exc)
+
+    # ------------------------------------------------------------------ writing
+
+    def open(self, engine: RiskEngine, coids: ClientOrderIds) -> None:
+        """Write a fresh snapshot of the current state and start an empty journal."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.compact(engine, coids)
+
+    def compact(self, engine: RiskEngine, coids: ClientOrderIds) -> None:
+        """Snapshot everything, then truncate the journal."""
+        if self._journal is not None:
+            self.flush()
+            self._journal.close()
+            self._journal = None
+        mono, wall_ns = self.clock.monotonic(), self.clock.now_ns()
+        snapshot = {
+            "version": VERSION,
+            "epoch": [mono, wall_ns],
+            "user_limits": {
+                layer: {u: user_limits_to_json(lim) for u, lim in engine.user_limits[layer].items()}
+                for layer in LAYERS
+            },
+            "instrument_limits": {
+                layer: {
+                    u: {s: instrument_limits_to_json(lim) for s, lim in by_symbol.items()}
+                    for u, by_symbol in engine.instrument_limits[layer].items()
+                }
+                for layer in LAYERS
+            },
+            "coids": [[u, c, _outcome_to_json(o)] for u, c, o in coids.items()],
+            "series": [
+                [list(_key(series.key)), [[t, v] for t, v in series.entries() if v]]
+                for series in engine.series()
+                if len(series)
+            ],
+        }
+        _write_atomically(self.data_dir / STATE_FILE, json.dumps(snapshot, separators=(",", ":")))
+        self._journal = open(self.data_dir / JOURNAL_FILE, "w", encoding="utf-8")  # noqa: SIM115
+        self.journal_bytes = 0
+        self._pending = [_line(["E", mono, wall_ns])]
+        self.flush()
+
+    def window(self, key: Hashable, t: float, value: int) -> None:
+        """Journal hook of the :class:`RiskEngine`: one window record (buffered)."""
+        self._pending.append(_line(["w", list(_key(key)), t, value]))
+
+    def user_limits(self, layer: str, username: str, limits: UserLimits) -> None:
+        self._pending.append(_line(["U", layer, username, user_limits_to_json(limits)]))
+
+    def instrument_limits(
+        self, layer: str, username: str, symbol: str, limits: InstrumentLimits
+    ) -> None:
+        self._pending.append(
+            _line(["I", layer, username, symbol, instrument_limits_to_json(limits)])
+        )
+
+    def coid(self, username: str, client_order_id: str, outcome: Outcome) -> None:
+        self._pending.append(_line(["C", username, client_order_id, _outcome_to_json(outcome)]))
+
+    def flush(self) -> None:
+        """Write what is buffered (and fsync if configured); raises OSError on failure."""
+        if not self._pending or self._journal is None:
+            return
+        data = "".join(self._pending)
+        self._pending = []
+        self._journal.write(data)
+        self._journal.flush()
+        if self.fsync:
+            os.fsync(self._journal.fileno())
+        self.journal_bytes += len(data)
+
+    def discard_pending(self) -> None:
+        """Drop buffered records (their request was refused before being forwarded)."""
+        self._pending = []
+
+    def close(self, engine: RiskEngine, coids: ClientOrderIds) -> None:
+        """Final snapshot (so the next start replays nothing) and close."""
+        if self._journal is None:
+            return
+        try:
+            self.compact(engine, coids)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+
+def _key(key: Hashable) -> Iterable[str]:
+    assert isinstance(key, tuple)
+    return key
+
+
+def _line(record: list[Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
