@@ -74,6 +74,10 @@ class OrderTracker:
         if len(self._done) > 100_000:  # only guards against a fill overtaking a response
             self._done.clear()
 
+    def forget(self, order_id: int) -> None:
+        """Stop tracking one order (for example a cancel refused because it is gone)."""
+        self._finish(order_id)
+
     def forget_all(self) -> list[OpenOrder]:
         """Drop everything (after a reconnect the picture may be stale); returns it."""
         orders = list(self._orders.values())

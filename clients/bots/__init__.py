@@ -1,0 +1,1 @@
+"""Sample trading bots built only on the participant SDK (``optivex bot ...``)."""
