@@ -48,7 +48,9 @@ def _generate(sources: list[Path], package: Path, rename: tuple[str, str] | None
             text = src.read_text(encoding="utf-8")
             # Imports between the files are rewritten to the staged package path.
             for other in sources:
-                text = text.replace(f'import "{other.name}";', f'import "{package.as_posix()}/{other.name}";')
+                text = text.replace(
+                    f'import "{other.name}";', f'import "{package.as_posix()}/{other.name}";'
+                )
             if rename is not None:
                 text = text.replace(f"{rename[0]}.", f"{rename[1]}.").replace(
                     f"package {rename[0]};", f"package {rename[1]};"
@@ -73,7 +75,9 @@ def _generate(sources: list[Path], package: Path, rename: tuple[str, str] | None
                 shutil.copyfile(staged / src.name, out_pkg / src.name)
     init = out_pkg / "__init__.py"
     if not init.exists():
-        init.write_text('"""Generated protobuf modules (never edit by hand; run `make proto`)."""\n')
+        init.write_text(
+            '"""Generated protobuf modules (never edit by hand; run `make proto`)."""\n'
+        )
     (out_pkg / "py.typed").touch()
     print(f"generated {len(sources)} modules into {package.as_posix()}")
     return 0

@@ -1,0 +1,78 @@
+"""Assertions whose first line says what was expected and what was received."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from system_tests.harness.conn import describe
+from system_tests.harness.messages import type_of
+
+BUY, SELL = 0, 1
+GTC, IOC, FOK = 0, 1, 2
+RESTING_ORDER_PRICE, SPREAD_CAPTURE = 0, 1
+TOP_OF_BOOK, PRICE_DEPTH_BOOK = 0, 1
+PARTICIPANT, ADMIN, SERVICE = 1, 2, 3
+
+
+def show(msg: Any) -> str:
+    """A message on one line, for failure texts."""
+    try:
+        return describe(type_of(msg), msg)
+    except KeyError:
+        return repr(msg)
+
+
+def ok(response: Any, what: str) -> Any:
+    """``response`` must carry an empty ``error_message``."""
+    assert not response.error_message, (
+        f"{what}: expected success (empty error_message), received error {response.error_message!r}"
+    )
+    return response
+
+
+def refused(response: Any, what: str, contains: str | None = None) -> Any:
+    """``response`` must carry a non-empty ``error_message`` (containing ``contains``)."""
+    assert response.error_message, f"{what}: expected an error, received success {show(response)}"
+    if contains is not None:
+        assert contains.lower() in response.error_message.lower(), (
+            f"{what}: expected an error_message containing {contains!r}, received "
+            f"{response.error_message!r}"
+        )
+    return response
+
+
+def eq(actual: Any, expected: Any, what: str) -> None:
+    assert actual == expected, f"{what}: expected {expected!r}, received {actual!r}"
+
+
+def same_price(a: float, b: float) -> bool:
+    """Prices equal up to the contract's grid tolerance (1e-9 relative)."""
+    if math.isnan(a) or math.isnan(b):
+        return False
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300)
+
+
+def price_eq(actual: float, expected: float, what: str) -> None:
+    assert same_price(actual, expected), f"{what}: expected price {expected!r}, received {actual!r}"
+
+
+def levels(price_levels: Iterable[Any]) -> list[tuple[float, int]]:
+    """``[(price, quantity), ...]`` of repeated PriceLevel, prices rounded for comparison."""
+    return [(round(level.price, 9), level.quantity) for level in price_levels]
+
+
+def norm(book: Sequence[tuple[float, int]]) -> list[tuple[float, int]]:
+    return [(round(price, 9), quantity) for price, quantity in book]
+
+
+def top(msg: Any) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
+    """(best bid, best ask) of an OnTopOfBook; None where the field is absent."""
+    bid = (
+        (round(msg.best_bid.price, 9), msg.best_bid.quantity) if msg.HasField("best_bid") else None
+    )
+    ask = (
+        (round(msg.best_ask.price, 9), msg.best_ask.quantity) if msg.HasField("best_ask") else None
+    )
+    return bid, ask
