@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from services.common.auth import Authenticator
 from services.common.clock import SystemClock
 from services.common.config import InfoConfig
-from services.common.pb import info_pb2, order_book_pb2
+from services.common.pb import common_pb2, info_pb2, order_book_pb2
 from services.common.users import Role
 from services.common.wire.server import Route, WireServer
 from services.common.wire.session import Session
@@ -47,12 +47,11 @@ async def test_registry_and_quotes_survive_an_info_restart(exchange: Exchange) -
     await exchange.instrument("XYZ", 0.5)
     await exchange.insert(book, SELL, 10.0, 5)
     await exchange.insert(book, BUY, 10.0, 2)
-    assert exchange.info is not None
-    await until(
-        lambda: (
-            exchange.info is not None and exchange.info.registry.get("ABC").stats.trade_count == 1
-        )
-    )  # type: ignore[union-attr]
+    info = exchange.info
+    assert info is not None
+    abc = info.registry.get("ABC")
+    assert abc is not None
+    await until(lambda: abc.stats.trade_count == 1)
     await exchange.stop_info()
     saved = json.loads((exchange.tmp_path / "info" / FILE_NAME).read_text())
     assert [i["symbol"] for i in saved["instruments"]] == ["ABC", "XYZ"]
@@ -334,10 +333,10 @@ async def test_a_stalled_trade_subscriber_is_disconnected_at_its_cap(exchange: E
             MT.ORDER_BOOK_INSERT_ORDER_REQUEST,
             order_book_pb2.InsertOrderRequest(
                 order_book_id=book,
-                side=BUY,
+                side=common_pb2.BUY,
                 price=10.0,
                 quantity=1,
-                on_behalf_of_username="a",  # type: ignore[arg-type]
+                on_behalf_of_username="a",
             ),
         )
         for _ in range(trades)
