@@ -12,7 +12,7 @@ from typing import Any
 
 from services.common.auth import Authenticator
 from services.common.clock import SystemClock
-from services.common.pb import common_pb2, info_pb2
+from services.common.pb import common_pb2, info_pb2, risk_limits_pb2
 from services.common.wire.server import Route, WireServer
 from services.common.wire.session import Session
 from tests.support.inprocess import demo_users
@@ -143,3 +143,102 @@ class FakeInfo:
             request_id=request.request_id,
             quotes=[info_pb2.Quote(instrument_symbol=s) for s in sorted(self.instruments)],
         )
+
+
+class FakeGateway:
+    """The Risk Gateway's limit messages (50-57) with both layers, nothing else.
+
+    Participants read and write their own layer; admins the admin layer of the
+    user they name (themselves when the name is empty), as PROTOCOL.md says.
+    """
+
+    def __init__(self) -> None:
+        self.own_user: dict[str, risk_limits_pb2.UserRiskLimits] = {}
+        self.admin_user: dict[str, risk_limits_pb2.UserRiskLimits] = {}
+        self.own_instrument: dict[str, dict[str, risk_limits_pb2.InstrumentRiskLimits]] = {}
+        self.admin_instrument: dict[str, dict[str, risk_limits_pb2.InstrumentRiskLimits]] = {}
+        self.clock = SystemClock()
+        people = frozenset({1, 2})
+        self.server = WireServer(
+            "fake-gateway",
+            self,
+            [
+                Route(MT.RISK_LIMITS_GET_USER_RISK_LIMITS_REQUEST, self.get_user, people),
+                Route(MT.RISK_LIMITS_SET_USER_RISK_LIMITS_REQUEST, self.set_user, people),
+                Route(MT.RISK_LIMITS_GET_INSTRUMENT_RISK_LIMITS_REQUEST, self.get_inst, people),
+                Route(MT.RISK_LIMITS_SET_INSTRUMENT_RISK_LIMITS_REQUEST, self.set_inst, people),
+            ],
+            login_roles=people,
+            authenticator=Authenticator(demo_users(), self.clock),
+            clock=self.clock,
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        _, self.port = await self.server.start("127.0.0.1", 0)
+        return self.port
+
+    async def stop(self) -> None:
+        await self.server.stop(grace_s=0.5)
+
+    def on_login(self, session: Session) -> None:
+        pass
+
+    def on_close(self, session: Session) -> None:
+        pass
+
+    @staticmethod
+    def _who(session: Session, username: str) -> str | None:
+        if session.role == 1 and username not in ("", session.username):
+            return None
+        return username or session.username
+
+    def get_user(self, session: Session, request: Any) -> Any:
+        user = self._who(session, request.username)
+        if user is None:
+            return risk_limits_pb2.GetUserRiskLimitsResponse(
+                request_id=request.request_id, error_message="not permitted"
+            )
+        return risk_limits_pb2.GetUserRiskLimitsResponse(
+            request_id=request.request_id,
+            user_risk_limits=self.own_user.get(user),
+            admin_user_risk_limits=self.admin_user.get(user),
+        )
+
+    def set_user(self, session: Session, request: Any) -> Any:
+        user = self._who(session, request.username)
+        if user is None:
+            return risk_limits_pb2.SetUserRiskLimitsResponse(
+                request_id=request.request_id, error_message="not permitted"
+            )
+        layer = self.admin_user if session.role == 2 else self.own_user
+        layer[user] = request.user_risk_limits
+        return risk_limits_pb2.SetUserRiskLimitsResponse(request_id=request.request_id)
+
+    def get_inst(self, session: Session, request: Any) -> Any:
+        user = self._who(session, request.username)
+        if user is None:
+            return risk_limits_pb2.GetInstrumentRiskLimitsResponse(
+                request_id=request.request_id, error_message="not permitted"
+            )
+        response = risk_limits_pb2.GetInstrumentRiskLimitsResponse(request_id=request.request_id)
+        for symbol, limits in self.own_instrument.get(user, {}).items():
+            response.risk_limits_by_instrument[symbol].CopyFrom(limits)
+        for symbol, limits in self.admin_instrument.get(user, {}).items():
+            response.admin_risk_limits_by_instrument[symbol].CopyFrom(limits)
+        return response
+
+    def set_inst(self, session: Session, request: Any) -> Any:
+        user = self._who(session, request.username)
+        if user is None or not request.instrument_symbol:
+            return risk_limits_pb2.SetInstrumentRiskLimitsResponse(
+                request_id=request.request_id, error_message="not permitted"
+            )
+        layer = self.admin_instrument if session.role == 2 else self.own_instrument
+        entry = layer.setdefault(user, {})
+        limits = request.instrument_risk_limits
+        if limits == risk_limits_pb2.InstrumentRiskLimits():
+            entry.pop(request.instrument_symbol, None)
+        else:
+            entry[request.instrument_symbol] = limits
+        return risk_limits_pb2.SetInstrumentRiskLimitsResponse(request_id=request.request_id)

@@ -1,0 +1,1 @@
+"""Data files shipped with the clients (the sample listings for the demo)."""
