@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
@@ -75,13 +76,13 @@ class UpstreamConnection(asyncio.Protocol):
         max_frame_bytes: int = 1 << 20,
         timeout_s: float = 10.0,
         ssl: Any = None,
-    ) -> UpstreamConnection:
+    ) -> Self:
         """Connect and log in; raises ``OSError``, ``RemoteError`` or ``TimeoutError``."""
         loop = asyncio.get_running_loop()
 
-        def factory() -> UpstreamConnection:
-            return cls(name, on_push, heartbeat_interval_s, idle_timeout_s, max_frame_bytes)
-
+        factory = functools.partial(
+            cls, name, on_push, heartbeat_interval_s, idle_timeout_s, max_frame_bytes
+        )
         _, conn = await asyncio.wait_for(
             loop.create_connection(factory, host, port, ssl=ssl), timeout_s
         )
