@@ -29,7 +29,7 @@ from clients.sdk import (
     TopOfBook,
 )
 
-MAX_SYMBOLS = 8
+MAX_SYMBOLS = 12
 """Without symbols on the command line, trade at most this many instruments."""
 
 
@@ -155,7 +155,7 @@ class Bot:
                     await events.get(timeout=5)
             events.close()
             available = sorted(self.client.instruments)
-            wanted = sorted(self.rng.sample(available, min(MAX_SYMBOLS, len(available))))
+            wanted = available[:MAX_SYMBOLS]  # the same ones for every bot: they meet
         self.symbols = list(wanted)
         for symbol in self.symbols:
             if symbol not in self.client.instruments:
