@@ -70,6 +70,7 @@ class Series:
     """Time-stamped values with window views (see the module docstring)."""
 
     __slots__ = (
+        "_anchor",
         "_base",
         "_coarse",
         "_coarse_res",
@@ -90,8 +91,11 @@ class Series:
         self._values: list[int] = []
         self._base = 0
         """Sequence number of ``_times[0]``."""
+        self._anchor = float("-inf")
+        """Time of the first record merged into the last entry (merging never
+        chains past RESOLUTION_S from it, however steady the stream)."""
         self._coarse: deque[list[float]] = deque()
-        """Older buckets, oldest first: ``[time, value]`` (value kept as float-free int)."""
+        """Older buckets, oldest first: ``[first time, stamp (last time), value]``."""
         self._fine_s = FINE_MIN_S
         self.views: list[View] = []
 
@@ -103,7 +107,7 @@ class Series:
         times = self._times
         if times:
             last = len(times) - 1
-            if t - times[last] < RESOLUTION_S:
+            if t - self._anchor < RESOLUTION_S:
                 seq = self._base + last
                 self._values[last] += value
                 if t > times[last]:
@@ -114,6 +118,7 @@ class Series:
                 return seq
             if last >= _COMPACT_MIN and times[last >> 1] <= t - self._fine_s:
                 self._compact(t)
+        self._anchor = t
         times.append(t)
         self._values.append(value)
         for view in self.views:
@@ -156,13 +161,13 @@ class Series:
     def sum_since(self, window_s: float, now: float) -> int:
         """Naive sum over the last ``window_s`` seconds (both tiers); for tests and seeding."""
         cutoff = now - window_s
-        total = sum(int(v) for t, v in self._coarse if t > cutoff)
+        total = sum(int(v) for _, t, v in self._coarse if t > cutoff)
         start = bisect_right(self._times, cutoff)
         return total + sum(self._values[start:])
 
     def entries(self) -> Iterator[tuple[float, int]]:
         """Every kept ``(time, value)``, oldest first (coarse buckets, then fine)."""
-        for t, v in self._coarse:
+        for _, t, v in self._coarse:
             yield t, int(v)
         yield from zip(self._times, self._values, strict=True)
 
@@ -187,15 +192,15 @@ class Series:
     def _new_view(self, window_s: float, now: float) -> View:
         cutoff = now - window_s
         coarse = self._coarse
-        if coarse and coarse[-1][0] > cutoff:
+        if coarse and coarse[-1][1] > cutoff:
             # Bring back the buckets this window needs: they become ordinary
             # (older) entries in front of the fine tier.
             moved: list[list[float]] = []
-            while coarse and coarse[-1][0] > cutoff:
+            while coarse and coarse[-1][1] > cutoff:
                 moved.append(coarse.pop())
             moved.reverse()
-            self._times[:0] = [t for t, _ in moved]
-            self._values[:0] = [int(v) for _, v in moved]
+            self._times[:0] = [t for _, t, _ in moved]
+            self._values[:0] = [int(v) for _, _, v in moved]
             self._base -= len(moved)
         start = bisect_right(self._times, cutoff)
         return View(window_s, self._base + start, sum(self._values[start:]))
@@ -222,15 +227,15 @@ class Series:
         for t, v in zip(times[:count], values[:count], strict=True):
             if coarse and t - coarse[-1][0] < res:
                 bucket = coarse[-1]
-                bucket[0] = t
-                bucket[1] += v
+                bucket[1] = t
+                bucket[2] += v
             else:
-                coarse.append([t, v])
+                coarse.append([t, t, v])
         del times[:count]
         del values[:count]
         self._base = end_seq
         cutoff = now - self._keep_s
-        while coarse and coarse[0][0] <= cutoff:
+        while coarse and coarse[0][1] <= cutoff:
             coarse.popleft()
 
     def trim(self, now: float) -> None:
@@ -239,13 +244,13 @@ class Series:
             self._compact(now)
         cutoff = now - self._keep_s
         coarse = self._coarse
-        while coarse and coarse[0][0] <= cutoff:
+        while coarse and coarse[0][1] <= cutoff:
             coarse.popleft()
 
     def load(self, entries: Iterable[tuple[float, int]], now: float) -> None:
         """Replace the content with ``entries`` (any order; restored from disk).
 
-        Views are re-seeded from the loaded history.
+        Views are re-seeded from the loaded history (the same objects).
         """
         merged: dict[float, int] = {}
         for t, v in entries:
@@ -254,11 +259,15 @@ class Series:
         self._times = []
         self._values = []
         self._base = 0
+        self._anchor = float("-inf")
         self._coarse.clear()
         for t in sorted(merged):
             if merged[t]:
                 self._times.append(t)
                 self._values.append(merged[t])
-        windows = [view.window_s for view in self.views]
-        self.views = []
-        self.set_windows(windows, now)
+        # Re-seed the existing views in place: their owners hold on to them.
+        for view in self.views:
+            fresh = self._new_view(view.window_s, now)
+            view.cursor = fresh.cursor
+            view.total = fresh.total
+        self._fine_s = max([FINE_MIN_S, *(view.window_s for view in self.views)])
