@@ -76,7 +76,7 @@ def describe(message_type: int, msg: Message | None, payload: bytes = b"") -> st
     """``NAME{field: value ...}`` on one line (payload hex when it does not parse)."""
     if msg is None:
         return f"{name_of(message_type)}<{len(payload)} bytes: {payload[:32].hex()}>"
-    body = text_format.MessageToString(msg, as_one_line=True, float_format=".17g")
+    body = text_format.MessageToString(msg, as_one_line=True)
     if len(body) > 300:
         body = body[:300] + "..."
     return f"{name_of(message_type)}{{{body}}}"

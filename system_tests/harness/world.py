@@ -25,7 +25,7 @@ from system_tests.harness import checks
 from system_tests.harness.checks import BUY, GTC, IOC, SELL, ok
 from system_tests.harness.conn import LAST_EXECUTION_REQUEST, Conn, Endpoint
 from system_tests.harness.exchange import Target
-from system_tests.pb import admin_pb2, common_pb2, execution_pb2, info_pb2
+from system_tests.pb import admin_pb2, common_pb2, execution_pb2, info_pb2, order_book_pb2
 
 _RUN_TAG = "".join(random.Random(time.time_ns()).choice(string.ascii_uppercase) for _ in range(4))
 _symbol_numbers = itertools.count(1)
@@ -57,8 +57,10 @@ class World:
     test_name: str
     conns: list[Conn] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    raw_books: list[int] = field(default_factory=list)
     _admin: Conn | None = None
     _barrier: dict[str, Any] = field(default_factory=dict)
+    _raw_ob: Conn | None = None
 
     @property
     def seed(self) -> int:
@@ -149,6 +151,18 @@ class World:
             self.created.remove(symbol)
         return response
 
+    async def create_book(self, ob: Conn, tick: float = 0.01, price_rule: int = 0) -> Any:
+        """ORDER_BOOK_CREATE_REQUEST straight to the Order Book (deleted at teardown)."""
+        response = ok(
+            await ob.request(
+                order_book_pb2.CreateOrderBookRequest(tick_size=tick, price_rule=price_rule)
+            ),
+            "create an order book on the Order Book port",
+        )
+        self.raw_books.append(response.order_book_id)
+        self._raw_ob = ob
+        return response
+
     # ------------------------------------------------------------ barriers
 
     async def gateway_barrier(self, conn: Conn) -> None:
@@ -219,6 +233,13 @@ class World:
     # ------------------------------------------------------------ teardown
 
     async def cleanup(self) -> None:
+        ob = self._raw_ob
+        if ob is not None and not ob.is_closed:
+            for book_id in self.raw_books:
+                with contextlib.suppress(Exception):
+                    await ob.request(
+                        order_book_pb2.DeleteOrderBookRequest(order_book_id=book_id), timeout=3
+                    )
         with contextlib.suppress(Exception):
             if self.created:
                 admin = await self.admin()
