@@ -102,6 +102,7 @@ class Client:
         auto_client_order_ids: bool = True,
         heartbeat_interval_s: float = 1.0,
         idle_timeout_s: float = 15.0,
+        backoff_max_s: float = 2.0,
     ) -> _Connecting:
         """Connect and log in to the Risk Gateway and Info (either may be None).
 
@@ -121,6 +122,7 @@ class Client:
             "connect_timeout_s": connect_timeout_s,
             "heartbeat_interval_s": heartbeat_interval_s,
             "idle_timeout_s": idle_timeout_s,
+            "backoff_max_s": backoff_max_s,
         }
         if gateway_port is not None:
             client.gateway = Link(
