@@ -216,3 +216,118 @@ def run_load(
         if "wall_start" in step:
             step["cpu"] = sampler.usage(step["wall_start"], step["wall_end"])
     return document
+
+
+SERVICE_MODULES = {
+    "order_book": "services.order_book",
+    "info": "services.info",
+    "admin": "services.admin",
+    "risk_gateway": "services.risk_gateway",
+}
+
+
+class Exchange:
+    """The whole exchange started by ``optivex up`` as a subprocess (journal on).
+
+    ``ports`` and ``pids`` are keyed by service (``order_book``, ``info``,
+    ``admin``, ``risk_gateway``); ``service_password`` is the per-start random
+    one from the ready file (the memory benchmark logs in to the Order Book
+    with it).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.data_dir = data_dir
+        self.ready_file = data_dir / "ready.json"
+        self.env = dict(env if env is not None else os.environ)
+        self.host = "127.0.0.1"
+        self.ports: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        self.service_password = ""
+        self.log = data_dir / "launcher.log"
+        self._log_handle = self.log.open("w")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "services.cli", "up",
+                "--ports", "auto",
+                "--data-dir", str(data_dir),
+                "--quiet",
+                "--ready-file", str(self.ready_file),
+                "--listings", "none",
+                *extra_args,
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.ready_file.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the exchange did not start:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.05)
+        info = json.loads(self.ready_file.read_text())
+        names = {"order-book": "order_book", "info": "info", "admin": "admin",
+                 "risk-gateway": "risk_gateway"}  # fmt: skip
+        for key, name in names.items():
+            self.ports[name] = int(info[key]["port"])
+            self.host = str(info[key]["host"])
+        self.service_password = str(info.get("service_password", {}).get("value", ""))
+        for pid in children_of(self.process.pid):
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                for name, module in SERVICE_MODULES.items():
+                    if module.encode() in cmdline:
+                        self.pids[name] = pid
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log_handle.close()
+        return self.process.returncode
+
+    def __enter__(self) -> Exchange:
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def create_instruments(
+    host: str, admin_port: int, symbols: Sequence[str], tick_size: float = 0.01
+) -> None:
+    """Create instruments through Admin (message 30) as the demo admin."""
+    from services.common.pb import admin_pb2, common_pb2
+    from services.common.wire.client import UpstreamConnection
+
+    conn = await UpstreamConnection.open(
+        host, admin_port, "admin", "admin-demo", name="bench-admin"
+    )
+    try:
+        for symbol in symbols:
+            await conn.request(
+                common_pb2.MessageType.ADMIN_CREATE_INSTRUMENT_REQUEST,
+                admin_pb2.CreateInstrumentRequest(
+                    instrument=common_pb2.Instrument(symbol=symbol, description="bench"),
+                    tick_size=tick_size,
+                ),
+            )
+    finally:
+        conn.close()
