@@ -12,15 +12,17 @@ from typing import Any
 import pytest
 
 from services.admin.app import build as build_admin
-from services.common.clock import Clock, ManualClock
+from services.common.auth import Authenticator
+from services.common.clock import Clock, ManualClock, SystemClock
 from services.common.config import AdminConfig, InfoConfig, OrderBookConfig, RiskGatewayConfig
+from services.common.lifecycle import Factory
 from services.common.pb import admin_pb2, common_pb2, execution_pb2, risk_limits_pb2
 from services.common.wire.client import UpstreamConnection
 from services.info.app import build as build_info
 from services.order_book.app import build as build_order_book
 from services.risk_gateway.app import RiskGatewayApp
 from services.risk_gateway.app import build as build_gateway
-from tests.support.inprocess import DEMO_PASSWORDS, make_config, start_app
+from tests.support.inprocess import DEMO_PASSWORDS, demo_users, make_config
 
 MT = common_pb2.MessageType
 ex = execution_pb2
@@ -28,6 +30,21 @@ rl = risk_limits_pb2
 BUY, SELL = 0, 1
 GTC, IOC, FOK = 0, 1, 2
 TIMEOUT = 10.0
+
+
+def _fast_verify() -> Any:
+    """Password check without scrypt (each costs ~50 ms; a test logs in a dozen times)."""
+    by_hash = {user.password_hash: DEMO_PASSWORDS[user.name] for user in demo_users()}
+    return lambda encoded, password: by_hash.get(encoded) == password
+
+
+async def start_app(factory: Factory[Any], config: Any, clock: Clock | None = None) -> Any:
+    """Like tests.support.inprocess.start_app, with the fast password check."""
+    clock = clock or SystemClock()
+    authenticator = Authenticator(demo_users(), clock, verify=_fast_verify())
+    app = factory(config, authenticator, clock)
+    _, port = await app.start()
+    return app, port
 
 
 class Trader:
