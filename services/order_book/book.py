@@ -152,6 +152,7 @@ class BookSide:
         if spare:
             level = spare.pop()
             level.price = price
+            level.qty = 0  # an emptied level's qty is not maintained (count 0 says empty)
         else:
             level = Level(price, self)
         self.levels[price] = level

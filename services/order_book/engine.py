@@ -325,6 +325,7 @@ class Engine:
             if spare:
                 level = spare.pop()
                 level.price = price_ticks
+                level.qty = 0  # not maintained once a level empties
             else:
                 level = Level(price_ticks, own)
             levels[price_ticks] = level
