@@ -37,7 +37,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-orders", type=int, default=0, help="stop after N inserts")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
     parser.add_argument("--log-level", default="INFO")
-    options = parser.parse_args(argv)
+    options = parser.parse_intermixed_args(argv)  # symbols may come after the options
     if options.rate <= 0:
         parser.error("--rate must be > 0")
     return options
