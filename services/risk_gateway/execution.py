@@ -144,6 +144,7 @@ class ExecutionHandlers:
             return translate.insert_error(request_id, ticket)
         if not self.app.save(ticket):
             return translate.insert_error(request_id, NOT_SAVED)
+        seen_before = self.table.max_order_id
         answer = self._forward(
             ticket,
             translate.INSERT,
@@ -156,7 +157,9 @@ class ExecutionHandlers:
         if coid:
             done = asyncio.get_running_loop().create_future()
             self._coid_in_flight[(user, coid)] = done
-        return self.app.track(self._insert_settle(answer, ticket, user, request_id, coid, done))
+        return self.app.track(
+            self._insert_settle(answer, ticket, user, request_id, coid, done, seen_before)
+        )
 
     async def _insert_settle(
         self,
@@ -166,16 +169,23 @@ class ExecutionHandlers:
         request_id: int,
         coid: str,
         done: asyncio.Future[None] | None,
+        seen_before: int,
     ) -> Message:
         try:
-            return await self._insert_outcome(answer, ticket, user, request_id, coid)
+            return await self._insert_outcome(answer, ticket, user, request_id, coid, seen_before)
         finally:
             if done is not None:
                 self._coid_in_flight.pop((user, coid), None)
                 done.set_result(None)
 
     async def _insert_outcome(
-        self, answer: asyncio.Future[Any], ticket: Ticket, user: str, request_id: int, coid: str
+        self,
+        answer: asyncio.Future[Any],
+        ticket: Ticket,
+        user: str,
+        request_id: int,
+        coid: str,
+        seen_before: int,
     ) -> Message:
         engine = self.engine
         try:
@@ -197,7 +207,8 @@ class ExecutionHandlers:
         outcome = translate.outcome_of(response)
         if coid:
             known = self.coids.get(user, coid)
-            if known is not None or (settled and not self.table.saw_insert(outcome.order_id)):
+            new = self.table.is_new_order(outcome.order_id, seen_before)
+            if known is not None or (settled and not new):
                 # The Order Book answered an earlier outcome (a resend the Gateway
                 # did not know about): it counts only as a message.
                 engine.refund(ticket, message=False)

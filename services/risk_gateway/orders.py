@@ -117,6 +117,8 @@ class OrderTable:
         self._books: dict[int, _Book] = {}
         self.deleted_books: set[int] = set()
         self.last_sequence = 0
+        self.max_order_id = 0
+        """Highest order id seen (snapshot or live): a new order's id is higher."""
         self._own_cancels: dict[int, list[Any]] = {}
         """order id -> [cancels in flight, whether one succeeded]."""
         self._deferred: dict[int, Cancelled] = {}
@@ -129,6 +131,7 @@ class OrderTable:
         self.orders.clear()
         self._books.clear()
         self.last_sequence = 0
+        self.max_order_id = 0
         self._deferred.clear()
         self._recent.clear()
 
@@ -182,6 +185,8 @@ class OrderTable:
         self.orders[order_id] = OrderEntry(
             order_id, owner, order_book_id, side, ticks, unit_price, quantity, exposure
         )
+        if order_id > self.max_order_id:
+            self.max_order_id = order_id
         if not snapshot:
             recent = self._recent
             recent[order_id] = None
@@ -189,12 +194,18 @@ class OrderTable:
                 recent.popitem(last=False)
 
     def saw_insert(self, order_id: int) -> bool:
-        """Whether a live ``OnOrderInserted`` for ``order_id`` arrived recently.
+        """Whether a live ``OnOrderInserted`` for ``order_id`` arrived recently."""
+        return order_id in self._recent
+
+    def is_new_order(self, order_id: int, max_order_id_before: int) -> bool:
+        """Whether ``order_id`` was created by a request forwarded when
+        :attr:`max_order_id` was ``max_order_id_before`` (call once its events are in).
 
         A ``client_order_id`` resend is answered with an old order's id and
-        causes no events: this tells the two apart once the events are in.
+        causes no events; a new order has a higher id than any seen before it
+        was sent, and its live ``OnOrderInserted`` has arrived.
         """
-        return order_id in self._recent
+        return order_id > max_order_id_before and order_id in self._recent
 
     def trade(
         self,
