@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 
@@ -299,3 +300,47 @@ async def test_exported_cli_password_does_not_break_the_service_config(
 
     config = load_config(AdminConfig, [], environ={"OPTIVEX_ADMIN_PASSWORD": "x"})
     assert config.port == 7403
+
+
+async def test_requests_for_one_symbol_run_in_turn(running: Exchange) -> None:
+    conn = await running.connect()
+
+    def create() -> Any:
+        return conn.request_raw(
+            MT.ADMIN_CREATE_INSTRUMENT_REQUEST,
+            admin_pb2.CreateInstrumentRequest(
+                instrument=common_pb2.Instrument(symbol="TURN"), tick_size=0.01
+            ),
+        )
+
+    def delete() -> Any:
+        return conn.request_raw(
+            MT.ADMIN_DELETE_INSTRUMENT_REQUEST,
+            admin_pb2.DeleteInstrumentRequest(instrument_symbol="TURN"),
+        )
+
+    # Pipelined without waiting: each waits for the one before it on that symbol.
+    responses = await asyncio.wait_for(
+        asyncio.gather(create(), delete(), create(), create(), delete(), delete()), 10
+    )
+    assert [r.error_message for r in responses] == [
+        "",
+        "",
+        "",
+        "instrument 'TURN' already exists",
+        "",
+        "unknown instrument 'TURN'",
+    ]
+    assert await live_books(running.book_port) == set()
+
+
+async def test_stop_lets_a_running_create_finish(exchange: Exchange) -> None:
+    admin = await exchange.start_admin(request_timeout_s=0.3)
+    exchange.info.mode = "hang"
+    pending = asyncio.ensure_future(exchange.create("SLOW"))
+    await asyncio.wait_for(exchange.info.received.wait(), 5)
+    await admin.stop()
+    exchange.admin = None
+    response = await asyncio.wait_for(pending, 5)
+    assert response.error_message == "no answer from info within 0.3 s"
+    assert await live_books(exchange.book_port) == set()  # rolled back before stopping
