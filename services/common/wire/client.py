@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
@@ -60,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_received = self._loop.time()
         self._last_sent = self._loop.time()
         self._keeper: asyncio.Task[None] | None = None
+        self._made: asyncio.Future[None] = self._loop.create_future()
 
     @classmethod
     async def open(
@@ -87,6 +88,10 @@ class UpstreamConnection(asyncio.Protocol):
             loop.create_connection(factory, host, port, ssl=ssl), timeout_s
         )
         try:
+            if conn.transport is None:
+                # uvloop calls connection_made on a later turn than the one
+                # that completes create_connection; wait for it.
+                await asyncio.wait_for(asyncio.shield(conn._made), timeout_s)
             response = await asyncio.wait_for(
                 conn.request(
                     LOGIN_REQUEST, common_pb2.LoginRequest(username=username, password=password)
@@ -103,11 +108,16 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports do not derive from
+        # asyncio.Transport, though they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        if not self._made.done():
+            self._made.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if not self._made.done():
+            self._made.set_result(None)
         if self._keeper is not None:
             self._keeper.cancel()
         pending, self._pending = self._pending, {}
