@@ -167,6 +167,7 @@ class Client:
                 await link.close()
         self._fills.finish_all()
         self._cancels.finish_all()
+        self.market.close()
 
     async def __aenter__(self) -> Client:
         return self

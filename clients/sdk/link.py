@@ -153,6 +153,7 @@ class Link:
     async def close(self) -> None:
         """Close for good (pending requests fail with :class:`Disconnected`)."""
         self._closing = True
+        self._up.set()  # wake requests waiting for a connection: they fail now
         if self.conn is not None:
             self.conn.close()
         if self._supervisor is not None:
@@ -182,6 +183,8 @@ class Link:
                 raise Disconnected(
                     f"{self.name}: not connected to {self.host}:{self.port}"
                 ) from None
+            if self._closing:
+                raise Disconnected(f"{self.name}: client is closed")
         assert self.conn is not None
         return self.conn
 

@@ -323,6 +323,15 @@ class MarketData:
     def instrument_events(self) -> EventStream[InstrumentEvent]:
         return self._instrument_events.open()
 
+    def close(self) -> None:
+        """The client is closing: end every market-data stream."""
+        for table in (self._top, self._depth, self._trades):
+            for fanout in table.values():
+                fanout.finish_all()
+            table.clear()
+        self._subs.clear()
+        self._instrument_events.finish_all()
+
     @property
     def subscriptions(self) -> list[tuple[str, str]]:
         """Live wire subscriptions as (symbol, "top" | "depth")."""

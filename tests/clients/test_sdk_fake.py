@@ -308,3 +308,21 @@ async def test_sync_facade(fakes: tuple[FakeGateway, FakeInfo]) -> None:
     gateway_loop = asyncio.get_running_loop()
     result = await asyncio.to_thread(script)
     assert result == (2, 2, 10.0, ["AAPL", "MSFT"])
+
+
+async def test_close_ends_streams_and_waiting_requests(fakes: tuple[FakeGateway, FakeInfo]) -> None:
+    import asyncio
+
+    gateway, _ = fakes
+    client = await connect(fakes, request_timeout_s=30)
+    top = client.top_of_book("AAPL")
+    await top.get(timeout=5)
+    await gateway.stop()
+    await eventually(lambda: not client.connected, what="disconnect noticed")
+    waiting = asyncio.ensure_future(client.buy("AAPL", 1.0, 1))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # waiting for the gateway to come back
+    await client.close()
+    with pytest.raises(Disconnected, match="closed"):
+        await asyncio.wait_for(waiting, 2)
+    assert [item async for item in top] == []
