@@ -69,9 +69,12 @@ def process_cpu(pid: int | None) -> float:
 class Service:
     """A service process; its port is read from the stable ``listening on`` line."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, module: str, args: list[str], env: dict[str, str], profile: str = ""
+    ) -> None:
+        wrapper = ["-m", "cProfile", "-o", profile] if profile else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [sys.executable, *wrapper, "-m", module, *args],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -318,6 +321,7 @@ async def _bench(
                     str(order_book.port),
                 ],
                 env,
+                profile=os.environ.get("OPTIVEX_BENCH_INFO_PROFILE", ""),
             )
             info.wait_ready()
             ob = await UpstreamConnection.open("127.0.0.1", order_book.port, "service", password)

@@ -106,10 +106,19 @@ class InfoApp:
         return True
 
     async def _save_stats_periodically(self) -> None:
+        """Trade statistics change with every trade: save them now and then, writing
+        and fsyncing in a worker thread so market data never waits for the disk."""
         while True:
             await asyncio.sleep(self.config.stats_save_interval_s)
-            if self.publisher.stats_dirty:
-                self._save("trade statistics")
+            if not self.publisher.stats_dirty:
+                continue
+            self.publisher.stats_dirty = False
+            data, number = self.store.encode(self.registry)
+            try:
+                await asyncio.to_thread(self.store.write, data, number)
+            except OSError:
+                self.publisher.stats_dirty = True
+                log.exception("cannot save the trade statistics")
 
     # ------------------------------------------------------------------ sessions
 

@@ -80,9 +80,15 @@ class Publisher:
         return dirty
 
     def publish_trades(self, trades: list[Trade], mirror: Mirror) -> None:
-        """Number, record and send trades of live instruments, in stream order."""
+        """Number, record and send trades of live instruments, in stream order.
+
+        All trades of one read for one instrument go to each of its connections as
+        one write of their concatenated frames: a busy read carries dozens of
+        trades, and one ``send_frame`` per trade and connection would dominate.
+        """
         by_book = self.registry.by_book
         channels = self.subscriptions.by_book
+        batches: dict[Channel, list[bytes]] = {}
         for trade in trades:
             instrument = by_book(trade.order_book_id)
             if instrument is None:
@@ -93,9 +99,16 @@ class Publisher:
             if channel is None or not channel.trade_conns:
                 continue
             frame = trade_frame(instrument.symbol, trade, instrument.tick_size, number)
+            batch = batches.get(channel)
+            if batch is None:
+                batches[channel] = [frame]
+            else:
+                batch.append(frame)
+        for channel, frames in batches.items():
+            blob = frames[0] if len(frames) == 1 else b"".join(frames)
             for conn in channel.trade_conns:
-                conn.session.send_frame(frame)
-            self.deliveries += len(channel.trade_conns)
+                conn.session.send_frame(blob)
+            self.deliveries += len(frames) * len(channel.trade_conns)
 
     def publish_book(self, channel: Channel, book: BookMirror) -> None:
         """Publish a changed book to its subscribers (the book must not be transient)."""

@@ -5,13 +5,21 @@ and changes only when Admin creates or deletes an instrument, plus a periodic sa
 of trade statistics. Writing a temporary file, fsyncing it, renaming it over the
 old one and fsyncing the directory means a crash leaves either the old or the new
 registry, never a torn one.
+
+Saves are split in two so the periodic one can run off the event loop: ``encode``
+(on the loop: a consistent JSON snapshot, numbered) and ``write`` (safe in a worker
+thread). Each write uses its own temporary file, and a rename never replaces a
+newer snapshot with an older one, so a slow background write cannot undo an
+instrument creation saved after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from services.info.registry import Registry, RegistryError
@@ -27,13 +35,21 @@ class RegistryStore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / FILE_NAME
+        self._lock = threading.Lock()
+        self._encoded = 0
+        self._written = 0
 
     def load(self) -> Registry:
         """The saved registry, or an empty one if none was saved yet.
 
         A file that exists but cannot be read raises ``OSError``: starting with an
-        empty registry would silently forget every instrument.
+        empty registry would silently forget every instrument. Temporary files of
+        writes a crash interrupted are removed.
         """
+        if self.data_dir.is_dir():
+            for stale in self.data_dir.glob(f".{FILE_NAME}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -45,11 +61,19 @@ class RegistryStore:
         log.info("loaded %d instruments from %s", len(registry), self.path)
         return registry
 
-    def save(self, registry: Registry) -> None:
-        """Write the registry atomically (temp file, fsync, rename, fsync the directory)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def encode(self, registry: Registry) -> tuple[bytes, int]:
+        """A numbered snapshot of ``registry`` for :meth:`write` (call on the loop)."""
+        self._encoded += 1
         data = json.dumps(registry.to_dict(), indent=1, sort_keys=True).encode("utf-8")
-        tmp = self.path.with_name(f".{FILE_NAME}.tmp")
+        return data, self._encoded
+
+    def write(self, data: bytes, number: int) -> None:
+        """Write snapshot ``number`` atomically, unless a newer one is already on disk.
+
+        Thread-safe; raises ``OSError`` if the disk refuses.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{FILE_NAME}.{number}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
@@ -59,9 +83,18 @@ class RegistryStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
+        with self._lock:
+            if number < self._written:
+                os.unlink(tmp)
+                return
+            os.replace(tmp, self.path)
+            self._written = number
         dir_fd = os.open(self.data_dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+    def save(self, registry: Registry) -> None:
+        """Encode and write now (blocking)."""
+        self.write(*self.encode(registry))

@@ -99,3 +99,21 @@ def test_store_refuses_a_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / FILE_NAME).write_text("{not json", encoding="utf-8")
     with pytest.raises(OSError, match="cannot load the instrument registry"):
         RegistryStore(tmp_path).load()
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    store = RegistryStore(tmp_path)
+    old_registry = Registry()
+    old_data, old_number = store.encode(old_registry)
+    registry = Registry()
+    registry.add(make())
+    store.save(registry)  # newer snapshot written first
+    store.write(old_data, old_number)  # the slow, older write lands afterwards
+    assert [i.symbol for i in store.load()] == ["ABC"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE_NAME]
+
+
+def test_stale_temporary_files_are_removed_on_load(tmp_path: Path) -> None:
+    (tmp_path / f".{FILE_NAME}.7.tmp").write_text("{", encoding="utf-8")
+    assert len(RegistryStore(tmp_path).load()) == 0
+    assert list(tmp_path.iterdir()) == []
