@@ -6,6 +6,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
 from system_tests.harness.conn import describe
 from system_tests.harness.messages import type_of
 
@@ -43,8 +46,18 @@ def refused(response: Any, what: str, contains: str | None = None) -> Any:
     return response
 
 
+def _fmt(value: Any) -> str:
+    """repr on one line, with protobuf messages in their one-line text form."""
+    if isinstance(value, Message):
+        return "{" + text_format.MessageToString(value, as_one_line=True) + "}"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_fmt(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return repr(value)
+
+
 def eq(actual: Any, expected: Any, what: str) -> None:
-    assert actual == expected, f"{what}: expected {expected!r}, received {actual!r}"
+    assert actual == expected, f"{what}: expected {_fmt(expected)}, received {_fmt(actual)}"
 
 
 def same_price(a: float, b: float) -> bool:
