@@ -42,6 +42,8 @@ log = logging.getLogger("optivex.info.feed")
 MT = common_pb2.MessageType
 BACKOFF_START_S = 0.05
 BACKOFF_MAX_S = 2.0
+SNAPSHOT_FALLBACK_S = 5.0
+"""Without a barrier answer or a live event, the snapshot counts as complete after this."""
 HEALTHY_AFTER_S = 5.0
 """A connection that lived this long resets the backoff (a later resync is immediate)."""
 
@@ -162,7 +164,16 @@ class OrderBookFeed:
                 MT.ORDER_BOOK_GET_STATS_REQUEST, order_book_pb2.GetStatsRequest()
             )
             barrier.add_done_callback(functools.partial(self._barrier_done, generation))
+            # An Order Book that never answers the barrier (and is idle) must not
+            # leave Info without a mirror forever.
+            fallback = asyncio.get_running_loop().call_later(
+                SNAPSHOT_FALLBACK_S,
+                functools.partial(
+                    self._end_snapshot, generation, "no answer to the snapshot barrier"
+                ),
+            )
             await conn.wait_closed()
+            fallback.cancel()
             if not barrier.done():
                 barrier.cancel()
             self._conn = None
@@ -180,10 +191,14 @@ class OrderBookFeed:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     def _barrier_done(self, generation: int, future: asyncio.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        future.exception()  # retrieved: a lost connection is handled by the run loop
+        if future.cancelled() or future.exception() is not None:
+            return  # the connection is gone: its partial snapshot must not be used
+        self._end_snapshot(generation)
+
+    def _end_snapshot(self, generation: int, why: str = "") -> None:
         if generation == self._generation and self._building is not None:
+            if why:
+                log.warning("taking the snapshot as complete: %s", why)
             self._building.end_snapshot()
             self._complete_snapshot()
 

@@ -161,14 +161,15 @@ async def test_lost_events_are_repaired_by_a_fresh_snapshot(exchange: Exchange) 
 class FakeOrderBook:
     """Speaks just enough Order Book to script snapshots and live events."""
 
-    def __init__(self) -> None:
+    def __init__(self, barrier: bool = True) -> None:
         self.logins = 0
         self.snapshot: list[tuple[int, Message]] = []
         self.session: Session | None = None
+        stats = Route(MT.ORDER_BOOK_GET_STATS_REQUEST, self.stats, frozenset({int(Role.SERVICE)}))
         self.server = WireServer(
             "fake_order_book",
             self,
-            [Route(MT.ORDER_BOOK_GET_STATS_REQUEST, self.stats, frozenset({int(Role.SERVICE)}))],
+            [stats] if barrier else [],
             login_roles={int(Role.SERVICE)},
             authenticator=Authenticator(demo_users(), SystemClock()),
             clock=SystemClock(),
@@ -257,6 +258,24 @@ async def test_contradicting_event_triggers_a_resync(
         order_book_pb2.OnOrderCancelled(order_id=99, order_book_id=1, sequence_number=1),
     )
     await until(lambda: fake.logins == 2 and info.feed.resyncs == 1)
+
+
+async def test_snapshot_completes_without_a_barrier_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.info.feed.SNAPSHOT_FALLBACK_S", 0.3)
+    fake = FakeOrderBook(barrier=False)  # answers 146 with ON_ERROR, no request id
+    fake.snapshot = [created(1), inserted(1, BUY, 10.00, 5)]
+    _, port = await fake.server.start("127.0.0.1", 0)
+    ex = Exchange(tmp_path, {"upstream_wait_s": 2.0})
+    ex.order_book_port = port
+    try:
+        await ex.start_info()
+        assert ex.info is not None and ex.info.feed.synced.is_set()
+        assert ex.info.feed.mirror.books[1].top() == (1000, 5, 0, 0)
+    finally:
+        await ex.stop()
+        await fake.server.stop()
 
 
 # ---------------------------------------------------------------------- slow readers
