@@ -10,8 +10,8 @@ What it keeps, per user:
 * both **layers** of limits (``own``, set by the participant; ``admin``, set by
   an admin naming the user). A request must pass every limit of both;
 * the **windows**: one :class:`~services.risk_gateway.windows.Series` for the
-  user's messages and, per instrument symbol, one for order quantities and one
-  for order amounts. They record from the start (limit or not);
+  user's messages and, per instrument symbol, one for orders (quantity and
+  amount of each). They record from the start (limit or not);
 * the **exposures**: outstanding quantity and amount of the user's resting
   orders per order book, maintained from the Order Book's event stream by the
   order table, plus *reservations* for requests in flight (forwarded, not yet
@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from services.risk_gateway.windows import Series, View
 
@@ -63,8 +63,8 @@ LAYERS: Final = (OWN, ADMIN)
 #: Amounts are integers in 10**-12 price units.
 AMOUNT_SCALE: Final = 10**12
 
-JournalHook = Callable[[Hashable, float, int], None]
-"""Called with (series key, time, value) for every record (and, negated, un-record)."""
+JournalHook = Callable[[Hashable, float, int, int], None]
+"""Called with (series key, time, v, w) for every record (and, negated, un-record)."""
 
 
 # ---------------------------------------------------------------------- limit values
@@ -83,6 +83,8 @@ class RollingLimit:
 
 
 NO_WINDOW: Final = RollingLimit()
+_UNLIMITED: Final = 1 << 200
+"""Stands in for "no limit" in combined checks (larger than any sum)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,8 +193,11 @@ class Exposure:
         self.user.outstanding += quantity
 
 
-# A check: (series, view, limit, layer). Limit names are fixed per check list.
-WindowCheck = tuple[Series, View, int, str]
+RateCheck = tuple[Series, View, int, str]
+"""(series, view, limit, layer): at most ``limit`` messages in the view's window."""
+OrderCheck = tuple[Series, View, int, str, int, str]
+"""(series, view, quantity limit, its layer, amount limit, its layer) for one window
+length; a limit nobody set is :data:`_UNLIMITED`."""
 
 
 class UserState:
@@ -215,51 +220,77 @@ class UserState:
         self.outstanding = 0
         self.reserved = 0
         self.max_outstanding: tuple[tuple[int, str], ...] = ()
-        self.rate_checks: tuple[WindowCheck, ...] = ()
+        self.rate_checks: tuple[RateCheck, ...] = ()
         self.accounts: dict[str, Account] = {}
         self.exposures: dict[int, Exposure] = {}
 
 
 class Account:
-    """One user's windows and effective limits in one instrument symbol."""
+    """One user's order windows and effective limits in one instrument symbol.
 
-    __slots__ = (
-        "amount_checks",
-        "amounts",
-        "max_amount",
-        "max_outstanding",
-        "quantities",
-        "quantity_checks",
-        "symbol",
-    )
+    ``orders`` records each order's quantity (``v``) and amount (``w``) together.
+    """
+
+    __slots__ = ("max_amount", "max_outstanding", "order_checks", "orders", "symbol")
 
     def __init__(self, user: str, symbol: str, keep_s: float) -> None:
         self.symbol = symbol
-        self.quantities = Series(("q", user, symbol), keep_s)
-        self.amounts = Series(("a", user, symbol), keep_s)
+        self.orders = Series(("o", user, symbol), keep_s)
         self.max_outstanding: tuple[tuple[int, str], ...] = ()
         self.max_amount: tuple[tuple[int, str], ...] = ()
-        self.quantity_checks: tuple[WindowCheck, ...] = ()
-        self.amount_checks: tuple[WindowCheck, ...] = ()
+        self.order_checks: tuple[OrderCheck, ...] = ()
 
 
-@dataclass(slots=True)
 class Ticket:
     """A request that passed its checks and was recorded.
 
-    ``entries`` are the window records (series, sequence number, value) that
-    :meth:`RiskEngine.refund` takes out again; the reservations are released by
-    :meth:`RiskEngine.release` (both are idempotent).
+    :meth:`RiskEngine.refund` takes its window records out again and
+    :meth:`RiskEngine.release` drops its reservations (both idempotent).
     """
 
-    user: UserState
-    time: float
-    message_seq: int
-    entries: list[tuple[Series, int, int]] = field(default_factory=list)
-    exposure: Exposure | None = None
-    reserved_quantity: int = 0
-    reserved_amount: int = 0
-    refunded: bool = False
+    __slots__ = (
+        "amount",
+        "exposure",
+        "message_seq",
+        "order_seq",
+        "orders",
+        "quantity",
+        "refunded",
+        "reserved_amount",
+        "reserved_quantity",
+        "time",
+        "user",
+    )
+
+    def __init__(
+        self,
+        user: UserState,
+        time: float,
+        message_seq: int,
+        orders: Series | None = None,
+        order_seq: int = 0,
+        quantity: int = 0,
+        amount: int = 0,
+        exposure: Exposure | None = None,
+        reserved_quantity: int = 0,
+        reserved_amount: int = 0,
+    ) -> None:
+        self.user = user
+        self.time = time
+        self.message_seq = message_seq
+        self.orders = orders
+        """The order series this request was recorded in (None: a message only)."""
+        self.order_seq = order_seq
+        self.quantity = quantity
+        self.amount = amount
+        self.exposure = exposure
+        self.reserved_quantity = reserved_quantity
+        self.reserved_amount = reserved_amount
+        self.refunded = False
+
+    @property
+    def counted_as_order(self) -> bool:
+        return self.orders is not None
 
 
 # ------------------------------------------------------------------------ engine
@@ -367,28 +398,30 @@ class RiskEngine:
         else:
             self._refresh_account(username, account)
 
-    def _layers(self, username: str) -> list[tuple[str, UserLimits]]:
-        return [(layer, self.get_user_limits(username, layer)) for layer in LAYERS]
-
     def _refresh_user(self, user: UserState) -> None:
-        now = self._now()
-        layers = self._layers(user.name)
+        layers = [(layer, self.get_user_limits(user.name, layer)) for layer in LAYERS]
         user.max_outstanding = tuple(
             (limits.max_outstanding_quantity, layer)
             for layer, limits in layers
             if limits.max_outstanding_quantity > 0
         )
-        user.rate_checks = _window_checks(
-            user.messages, [(layer, lim.message_rate_rolling_limit) for layer, lim in layers], now
+        by_window: dict[int, tuple[int, str]] = {}
+        for layer, lim in layers:
+            rate = lim.message_rate_rolling_limit
+            if rate.active and rate.limit < by_window.get(rate.window_s, (_UNLIMITED, ""))[0]:
+                by_window[rate.window_s] = (rate.limit, layer)
+        views = user.messages.set_windows(list(by_window), self._now())
+        user.rate_checks = tuple(
+            (user.messages, views[float(window)], limit, layer)
+            for window, (limit, layer) in sorted(by_window.items())
         )
 
     def _refresh_account(self, username: str, account: Account) -> None:
-        now = self._now()
-        layers = [
-            (layer, self.instrument_limits[layer].get(username, {}).get(account.symbol))
+        present = [
+            (layer, lim)
             for layer in LAYERS
+            if (lim := self.instrument_limits[layer].get(username, {}).get(account.symbol))
         ]
-        present = [(layer, lim) for layer, lim in layers if lim is not None]
         account.max_outstanding = tuple(
             (lim.max_outstanding_quantity, layer)
             for layer, lim in present
@@ -399,19 +432,26 @@ class RiskEngine:
             for layer, lim in present
             if lim.max_outstanding_amount > 0
         )
-        account.quantity_checks = _window_checks(
-            account.quantities,
-            [(layer, lim.order_quantity_rolling_limit) for layer, lim in present],
-            now,
-        )
-        # Amount windows compare amount units: scale the limits once, here.
-        account.amount_checks = _window_checks(
-            account.amounts,
-            [
-                (layer, _scaled(lim.order_amount_rolling_limit, AMOUNT_SCALE))
-                for layer, lim in present
-            ],
-            now,
+        # One check per window length: the tightest quantity and amount limits of
+        # that length (either layer); amounts scaled to amount units once, here.
+        by_window: dict[int, list[Any]] = {}
+        for layer, lim in present:
+            for is_amount, rolling in (
+                (False, lim.order_quantity_rolling_limit),
+                (True, lim.order_amount_rolling_limit),
+            ):
+                if not rolling.active:
+                    continue
+                limit = rolling.limit * AMOUNT_SCALE if is_amount else rolling.limit
+                entry = by_window.setdefault(rolling.window_s, [_UNLIMITED, "", _UNLIMITED, ""])
+                slot = 2 if is_amount else 0
+                if limit < entry[slot]:
+                    entry[slot : slot + 2] = [limit, layer]
+        series = account.orders
+        views = series.set_windows(list(by_window), self._now())
+        account.order_checks = tuple(
+            (series, views[float(window)], q, q_layer, a, a_layer)
+            for window, (q, q_layer, a, a_layer) in sorted(by_window.items())
         )
 
     # ------------------------------------------------------------------ checks
@@ -421,9 +461,14 @@ class RiskEngine:
         now = self._now()
         user = self._users.get(username) or self.user(username)
         for series, view, limit, layer in user.rate_checks:
-            if series.total(view, now) >= limit:
+            if now >= view.expires:
+                series.expire(view, now)
+            if view.total >= limit:
                 return _rate_breach(limit, view.window_s, layer)
-        return Ticket(user, now, self._record(user.messages, now, 1))
+        seq = user.messages.add(now, 1)
+        if self.journal is not None:
+            self.journal(user.messages.key, now, 1, 0)
+        return Ticket(user, now, seq)
 
     def check_insert(
         self, username: str, symbol: str, order_book_id: int, quantity: int, unit_price: int
@@ -437,12 +482,15 @@ class RiskEngine:
         now = self._now()
         user = self._users.get(username) or self.user(username)
         for series, view, limit, layer in user.rate_checks:
-            if series.total(view, now) >= limit:
+            if now >= view.expires:
+                series.expire(view, now)
+            if view.total >= limit:
                 return _rate_breach(limit, view.window_s, layer)
-        outstanding = user.outstanding + user.reserved
-        for limit, layer in user.max_outstanding:
-            if outstanding + quantity > limit:
-                return _outstanding_breach("", limit, layer, outstanding, quantity)
+        if user.max_outstanding:
+            held = user.outstanding + user.reserved
+            for limit, layer in user.max_outstanding:
+                if held + quantity > limit:
+                    return _outstanding_breach("", limit, layer, held, quantity)
         account = user.accounts.get(symbol) or self.account(user, symbol)
         exposure = user.exposures.get(order_book_id) or self.exposure(username, order_book_id)
         amount = quantity * unit_price
@@ -456,31 +504,30 @@ class RiskEngine:
             for limit, layer in account.max_amount:
                 if held + amount > limit:
                     return _amount_breach(symbol, limit, layer, held, amount)
-        for series, view, limit, layer in account.quantity_checks:
-            total = series.total(view, now)
-            if total + quantity > limit:
-                return _window_breach(
-                    "order_quantity_rolling_limit", symbol, view, limit, layer, total, quantity
-                )
-        for series, view, limit, layer in account.amount_checks:
-            total = series.total(view, now)
-            if total + amount > limit:
-                return _window_breach(
-                    "order_amount_rolling_limit", symbol, view, limit, layer, total, amount
-                )
-        record = self._record
+        for series, view, q_limit, q_layer, a_limit, a_layer in account.order_checks:
+            if now >= view.expires:
+                series.expire(view, now)
+            if view.total + quantity > q_limit:
+                return _window_breach(symbol, view, False, q_limit, q_layer, view.total, quantity)
+            if view.total2 + amount > a_limit:
+                return _window_breach(symbol, view, True, a_limit, a_layer, view.total2, amount)
+        orders = account.orders
         ticket = Ticket(
             user,
             now,
-            record(user.messages, now, 1),
-            [
-                (account.quantities, record(account.quantities, now, quantity), quantity),
-                (account.amounts, record(account.amounts, now, amount), amount),
-            ],
+            user.messages.add(now, 1),
+            orders,
+            orders.add(now, quantity, amount),
+            quantity,
+            amount,
             exposure,
             quantity,
             amount,
         )
+        journal = self.journal
+        if journal is not None:
+            journal(user.messages.key, now, 1, 0)
+            journal(orders.key, now, quantity, amount)
         user.reserved += quantity
         exposure.reserved_quantity += quantity
         exposure.reserved_amount += amount
@@ -507,19 +554,20 @@ class RiskEngine:
         now = self._now()
         user = self._users.get(username) or self.user(username)
         for series, view, limit, layer in user.rate_checks:
-            if series.total(view, now) >= limit:
+            if now >= view.expires:
+                series.expire(view, now)
+            if view.total >= limit:
                 return _rate_breach(limit, view.window_s, layer)
         account = user.accounts.get(symbol) or self.account(user, symbol)
         extra = new_quantity - old_quantity
         new_amount = new_quantity * new_unit_price
-        extra_amount = new_amount - old_quantity * old_unit_price
+        old_amount = old_quantity * old_unit_price
+        extra_amount = new_amount - old_amount
         if extra > 0:
-            outstanding = user.outstanding + user.reserved
+            held = user.outstanding + user.reserved
             for limit, layer in user.max_outstanding:
-                if outstanding + extra > limit:
-                    return _outstanding_breach(
-                        "", limit, layer, outstanding - old_quantity, new_quantity
-                    )
+                if held + extra > limit:
+                    return _outstanding_breach("", limit, layer, held - old_quantity, new_quantity)
             held = exposure.quantity + exposure.reserved_quantity
             for limit, layer in account.max_outstanding:
                 if held + extra > limit:
@@ -530,41 +578,32 @@ class RiskEngine:
             held = exposure.amount + exposure.reserved_amount
             for limit, layer in account.max_amount:
                 if held + extra_amount > limit:
-                    return _amount_breach(
-                        symbol, limit, layer, held - old_quantity * old_unit_price, new_amount
-                    )
+                    return _amount_breach(symbol, limit, layer, held - old_amount, new_amount)
         counts_as_new = new_unit_price != old_unit_price or extra > 0
         if counts_as_new:
-            for series, view, limit, layer in account.quantity_checks:
-                total = series.total(view, now)
-                if total + new_quantity > limit:
+            for series, view, q_limit, q_layer, a_limit, a_layer in account.order_checks:
+                if now >= view.expires:
+                    series.expire(view, now)
+                if view.total + new_quantity > q_limit:
                     return _window_breach(
-                        "order_quantity_rolling_limit",
-                        symbol,
-                        view,
-                        limit,
-                        layer,
-                        total,
-                        new_quantity,
+                        symbol, view, False, q_limit, q_layer, view.total, new_quantity
                     )
-            for series, view, limit, layer in account.amount_checks:
-                total = series.total(view, now)
-                if total + new_amount > limit:
+                if view.total2 + new_amount > a_limit:
                     return _window_breach(
-                        "order_amount_rolling_limit", symbol, view, limit, layer, total, new_amount
+                        symbol, view, True, a_limit, a_layer, view.total2, new_amount
                     )
-        ticket = Ticket(user, now, self._record(user.messages, now, 1), [], exposure)
+        journal = self.journal
+        ticket = Ticket(user, now, user.messages.add(now, 1), exposure=exposure)
+        if journal is not None:
+            journal(user.messages.key, now, 1, 0)
         if counts_as_new:
-            ticket.entries.append(
-                (
-                    account.quantities,
-                    self._record(account.quantities, now, new_quantity),
-                    new_quantity,
-                )
-            )
-            ticket.entries.append(
-                (account.amounts, self._record(account.amounts, now, new_amount), new_amount)
-            )
+            orders = account.orders
+            ticket.orders = orders
+            ticket.order_seq = orders.add(now, new_quantity, new_amount)
+            ticket.quantity = new_quantity
+            ticket.amount = new_amount
+            if journal is not None:
+                journal(orders.key, now, new_quantity, new_amount)
         if extra > 0:
             ticket.reserved_quantity = extra
             user.reserved += extra
@@ -573,13 +612,6 @@ class RiskEngine:
             ticket.reserved_amount = extra_amount
             exposure.reserved_amount += extra_amount
         return ticket
-
-    def _record(self, series: Series, now: float, value: int) -> int:
-        seq = series.add(now, value)
-        journal = self.journal
-        if journal is not None:
-            journal(series.key, now, value)
-        return seq
 
     # ------------------------------------------------------------------ afterwards
 
@@ -605,14 +637,16 @@ class RiskEngine:
             return
         ticket.refunded = True
         journal = self.journal
-        for series, seq, value in ticket.entries:
-            series.sub(seq, value)
+        orders = ticket.orders
+        if orders is not None:
+            orders.sub(ticket.order_seq, ticket.quantity, ticket.amount)
             if journal is not None:
-                journal(series.key, ticket.time, -value)
+                journal(orders.key, ticket.time, -ticket.quantity, -ticket.amount)
         if message:
-            ticket.user.messages.sub(ticket.message_seq, 1)
+            messages = ticket.user.messages
+            messages.sub(ticket.message_seq, 1)
             if journal is not None:
-                journal(ticket.user.messages.key, ticket.time, -1)
+                journal(messages.key, ticket.time, -1, 0)
 
     # ------------------------------------------------------------------ persistence
 
@@ -621,8 +655,7 @@ class RiskEngine:
         for user in list(self._users.values()):
             yield user.messages
             for account in list(user.accounts.values()):
-                yield account.quantities
-                yield account.amounts
+                yield account.orders
 
     def series_for(self, key: Hashable) -> Series | None:
         """The series a journal key names (created on demand); None if malformed."""
@@ -630,9 +663,8 @@ class RiskEngine:
             return None
         if key[0] == "m" and len(key) == 2:
             return self.user(key[1]).messages
-        if key[0] in ("q", "a") and len(key) == 3:
-            account = self.account(self.user(key[1]), key[2])
-            return account.quantities if key[0] == "q" else account.amounts
+        if key[0] == "o" and len(key) == 3:
+            return self.account(self.user(key[1]), key[2]).orders
         return None
 
     def trim(self) -> None:
@@ -640,18 +672,6 @@ class RiskEngine:
         now = self._now()
         for series in self.series():
             series.trim(now)
-
-
-def _scaled(limit: RollingLimit, factor: int) -> RollingLimit:
-    return RollingLimit(limit.limit * factor, limit.window_s)
-
-
-def _window_checks(
-    series: Series, limits: list[tuple[str, RollingLimit]], now: float
-) -> tuple[WindowCheck, ...]:
-    active = [(layer, lim) for layer, lim in limits if lim.active]
-    views = series.set_windows([lim.window_s for _, lim in active], now)
-    return tuple((series, views[float(lim.window_s)], lim.limit, layer) for layer, lim in active)
 
 
 # ------------------------------------------------------------------------ error texts
@@ -683,11 +703,13 @@ def _amount_breach(symbol: str, limit: int, layer: str, held: int, amount: int) 
 
 
 def _window_breach(
-    name: str, symbol: str, view: View, limit: int, layer: str, total: int, value: int
+    symbol: str, view: View, is_amount: bool, limit: int, layer: str, total: int, value: int
 ) -> str:
-    if name == "order_amount_rolling_limit":
+    if is_amount:
+        name = "order_amount_rolling_limit"
         shown = f"{format_amount(limit)}; {format_amount(total)} + order {format_amount(value)}"
     else:
+        name = "order_quantity_rolling_limit"
         shown = f"{limit}; {total} + order {value}"
     return (
         f"risk limit breached: {name}{_where(symbol)} ({layer} limit {shown} "

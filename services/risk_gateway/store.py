@@ -133,7 +133,7 @@ class Restored:
         default_factory=lambda: {layer: {} for layer in LAYERS}
     )
     coids: ClientOrderIds = field(default_factory=ClientOrderIds)
-    series: dict[SeriesKey, list[tuple[float, int]]] = field(default_factory=dict)
+    series: dict[SeriesKey, list[tuple[float, int, int]]] = field(default_factory=dict)
 
     def apply(self, engine: RiskEngine, now: float) -> None:
         """Load limits and window history into a fresh engine."""
@@ -172,6 +172,7 @@ class RiskStore:
         self.clock = clock
         self.fsync = fsync == "always"
         self._pending: list[str] = []
+        self._prefixes: dict[Hashable, str] = {}
         self._journal: Any = None
         self.journal_bytes = 0
 
@@ -204,7 +205,7 @@ class RiskStore:
         for username, client_order_id, outcome in data["coids"]:
             restored.coids.add(username, client_order_id, _outcome_from_json(outcome))
         for key, entries in data["series"]:
-            restored.series[tuple(key)] = [(to_here(t), int(v)) for t, v in entries]
+            restored.series[tuple(key)] = [(to_here(t), int(v), int(w)) for t, v, w in entries]
 
     def _replay(self, path: Path, restored: Restored) -> None:
         to_here: _TimeMap | None = None
@@ -221,7 +222,8 @@ class RiskStore:
                     if to_here is None:
                         raise ValueError("window record before the epoch record")
                     key = tuple(record[1])
-                    restored.series.setdefault(key, []).append((to_here(record[2]), int(record[3])))
+                    entry = (to_here(record[2]), int(record[3]), int(record[4]))
+                    restored.series.setdefault(key, []).append(entry)
                 elif kind == "U":
                     limits = user_limits_from_json(record[3])
                     restored.user_limits[record[1]][record[2]] = limits
@@ -273,7 +275,7 @@ class RiskStore:
             },
             "coids": [[u, c, _outcome_to_json(o)] for u, c, o in coids.items()],
             "series": [
-                [list(_key(series.key)), [[t, v] for t, v in series.entries() if v]]
+                [list(_key(series.key)), [[t, v, w] for t, v, w in series.entries() if v or w]]
                 for series in engine.series()
                 if len(series)
             ],
@@ -284,9 +286,16 @@ class RiskStore:
         self._pending = [_line(["E", mono, wall_ns])]
         self.flush()
 
-    def window(self, key: Hashable, t: float, value: int) -> None:
-        """Journal hook of the :class:`RiskEngine`: one window record (buffered)."""
-        self._pending.append(_line(["w", list(_key(key)), t, value]))
+    def window(self, key: Hashable, t: float, v: int, w: int) -> None:
+        """Journal hook of the :class:`RiskEngine`: one window record (buffered).
+
+        On every forwarded request's path, so the line is formatted by hand
+        (the key's JSON is cached; ``repr`` of a float round-trips exactly).
+        """
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._prefixes[key] = '["w",' + json.dumps(list(_key(key))) + ","
+        self._pending.append(f"{prefix}{t!r},{v},{w}]\n")
 
     def user_limits(self, layer: str, username: str, limits: UserLimits) -> None:
         self._pending.append(_line(["U", layer, username, user_limits_to_json(limits)]))

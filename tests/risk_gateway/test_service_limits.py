@@ -193,7 +193,7 @@ async def test_an_order_book_refusal_counts_only_as_a_message(exchange: Exchange
     refused = await alice.insert("GHOST", BUY, 1.0, 10)
     assert refused.error_message == execution.UNKNOWN_INSTRUMENT
     account = exchange.gateway.engine.user("alice").accounts["GHOST"]
-    assert account.quantities.sum_since(60, clock_of(exchange).monotonic()) == 0
+    assert account.orders.sum_since(60, clock_of(exchange).monotonic()) == 0
     assert len(exchange.gateway.engine.user("alice").messages) == 1
     refused = await alice.insert("GHOST", BUY, 1.0, 10)  # still fits the quantity window
     assert refused.error_message == execution.UNKNOWN_INSTRUMENT
@@ -283,7 +283,7 @@ async def test_the_same_client_order_id_in_flight_twice_inserts_once(exchange: E
     assert len(list(exchange.book.engine.resting_orders())) == 1
     assert exchange.gateway is not None
     account = exchange.gateway.engine.user("alice").accounts["AAPL"]
-    assert account.quantities.sum_since(60, clock_of(exchange).monotonic()) == 5
+    assert account.orders.sum_since(60, clock_of(exchange).monotonic()) == 5
 
 
 async def test_a_resend_the_gateway_forgot_is_recognised_from_the_order_book(
@@ -297,5 +297,5 @@ async def test_a_resend_the_gateway_forgot_is_recognised_from_the_order_book(
     again = await alice.insert("AAPL", BUY, 10.0, 5, client_order_id="lost")
     assert again.order_id == first.order_id
     account = exchange.gateway.engine.user("alice").accounts["AAPL"]
-    assert account.quantities.sum_since(60, clock_of(exchange).monotonic()) == 5
+    assert account.orders.sum_since(60, clock_of(exchange).monotonic()) == 5
     assert exchange.gateway.coids.get("alice", "lost") is not None

@@ -103,14 +103,14 @@ OPS = st.lists(
 def test_every_view_equals_a_naive_recomputation(ops: list[tuple[str, object, int]]) -> None:
     series = Series("k", keep_s=3600)
     now = 0.0
-    records: list[tuple[float, int]] = []
+    records: list[tuple[float, int]] = []  # w is always 7 * v
     handles: list[tuple[int, int, int]] = []  # (seq, value, index into records)
     views = series.set_windows([], now)
     for kind, arg, value in ops:
         if kind == "add":
             assert isinstance(arg, float)
             now += arg
-            seq = series.add(now, value)
+            seq = series.add(now, value, 7 * value)
             records.append((now, value))
             handles.append((seq, value, len(records) - 1))
         elif kind == "sub" and handles:
@@ -118,19 +118,22 @@ def test_every_view_equals_a_naive_recomputation(ops: list[tuple[str, object, in
             seq, amount, index = handles.pop(arg % len(handles))
             t, v = records[index]
             if t > now - FINE_MIN_S:  # older ones are in the coarse tier (left alone)
-                series.sub(seq, amount)
+                series.sub(seq, amount, 7 * amount)
                 records[index] = (t, v - amount)
         elif kind == "views":
             assert isinstance(arg, set)
             views = series.set_windows(arg, now)
         for window, view in views.items():
-            assert series.total(view, now) == naive(records, window, now)
-            assert series.sum_since(window, now) == naive(records, window, now)
+            expected = naive(records, window, now)
+            assert series.total(view, now) == expected
+            assert series.total2(view, now) == 7 * expected
+            assert series.sum_since(window, now) == expected
+            assert series.sum_since(window, now, second=True) == 7 * expected
 
 
 def test_load_reseeds_the_same_view_objects() -> None:
     series = Series("k", keep_s=3600)
     (view,) = series.set_windows([10], now=0.0).values()
-    series.load([(1.0, 2), (5.0, 3), (1.0, -2)], now=6.0)
-    assert series.total(view, 6.0) == 3
-    assert series.total(view, 15.0) == 0
+    series.load([(1.0, 2, 20), (5.0, 3, 30), (1.0, -2, -20)], now=6.0)
+    assert series.total(view, 6.0) == 3 and series.total2(view, 6.0) == 30
+    assert series.total(view, 15.0) == 0 and series.total2(view, 15.0) == 0
