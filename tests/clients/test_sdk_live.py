@@ -168,3 +168,21 @@ async def test_sync_client_against_the_exchange(exchange: Exchange) -> None:
             return result.traded_quantity, sum(f.quantity for f in got)
 
     assert await asyncio.to_thread(script) == (2, 4)
+
+
+async def test_exchange_cancels_and_spread_capture(exchange: Exchange) -> None:
+    symbol = await new_instrument(exchange, spread_capture=True)
+    async with connect(exchange, "alice") as alice, connect(exchange, "bob") as bob:
+        cancels, bob_fills = alice.cancels(symbol), bob.fills(symbol)
+        resting = await alice.sell(symbol, 10.0, 5)
+        await bob.buy(symbol, 10.5, 2)  # pays its own limit in a SPREAD_CAPTURE book
+        fill = await bob_fills.get(5)
+        assert (fill.price, fill.quantity) == (10.5, 2)
+        await admin_request(
+            exchange,
+            MT.ADMIN_CLEAR_ORDER_BOOK_REQUEST,
+            admin_pb2.ClearOrderBookRequest(instrument_symbol=symbol),
+        )
+        cancel = await cancels.get(5)
+        assert (cancel.order_id, cancel.cancelled_quantity) == (resting.order_id, 3)
+        assert cancel.reason and alice.open_orders(symbol) == {}

@@ -17,17 +17,19 @@ from clients.sdk import Client
 from services.common.pb import admin_pb2, common_pb2
 from services.common.wire.client import UpstreamConnection
 from tests.clients.conftest import MT, eventually
-from tests.launcher.harness import ServiceProcess
+from tests.launcher.harness import ServiceProcess, stable_port
 
 
 class Services:
     def __init__(self, root: Path) -> None:
         self.book = ServiceProcess("order_book", root / "ob", "--fsync", "none").start()
         ob = ["--order-book-port", str(self.book.port)]
-        self.info = ServiceProcess("info", root / "info", *ob).start()
+        self.info = ServiceProcess("info", root / "info", *ob, port=stable_port()).start()
         upstream = [*ob, "--info-port", str(self.info.port)]
         self.admin = ServiceProcess("admin", root / "admin", *upstream).start()
-        self.gateway = ServiceProcess("risk_gateway", root / "rg", *upstream).start()
+        self.gateway = ServiceProcess(
+            "risk_gateway", root / "rg", *upstream, port=stable_port()
+        ).start()
 
     def all(self) -> list[ServiceProcess]:
         return [self.gateway, self.admin, self.info, self.book]
@@ -49,14 +51,22 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 
 
 async def create(services: Services, symbol: str) -> None:
+    """Create an instrument; Admin may still be reconnecting after an earlier restart."""
     conn = await UpstreamConnection.open("127.0.0.1", services.admin.port, "admin", "admin-demo")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
     try:
-        await conn.request(
-            MT.ADMIN_CREATE_INSTRUMENT_REQUEST,
-            admin_pb2.CreateInstrumentRequest(
-                instrument=common_pb2.Instrument(symbol=symbol), tick_size=0.5
-            ),
-        )
+        while True:
+            response = await conn.request_raw(
+                MT.ADMIN_CREATE_INSTRUMENT_REQUEST,
+                admin_pb2.CreateInstrumentRequest(
+                    instrument=common_pb2.Instrument(symbol=symbol), tick_size=0.5
+                ),
+            )
+            if not response.error_message:
+                return
+            assert "unavailable" in response.error_message and loop.time() < deadline, response
+            await asyncio.sleep(0.1)  # Admin reconnects with its own backoff; nothing to wait on
     finally:
         conn.close()
 
@@ -102,3 +112,13 @@ async def test_info_restart_resubscribes(services: Services) -> None:
         assert (state.bid.price, state.bid.quantity) == (20.0, 7)
         assert "INFX" in dave.instruments
         await alice.cancel_all()
+
+
+async def test_client_order_id_survives_gateway_restart(services: Services) -> None:
+    await create(services, "IDEM")
+    async with connect(services, "carol") as carol:
+        first = await carol.buy("IDEM", 5.0, 1, client_order_id="idem-1")
+        await asyncio.to_thread(services.restart, services.gateway)
+        again = await carol.buy("IDEM", 6.0, 9, client_order_id="idem-1")  # a resend
+        assert (again.order_id, again.resting_quantity) == (first.order_id, 1)
+        await carol.cancel("IDEM", first.order_id)
