@@ -22,13 +22,14 @@ from clients.sdk import (
 )
 from tests.clients.conftest import eventually
 from tests.clients.fakes import FakeGateway, FakeInfo
+from tests.launcher.harness import stable_port
 
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[tuple[FakeGateway, FakeInfo]]:
     gateway, info = FakeGateway(), FakeInfo()
-    await gateway.start()
-    await info.start()
+    await gateway.start(stable_port())  # restarted on the same port by some tests
+    await info.start(stable_port())
     yield gateway, info
     await gateway.stop()
     await info.stop()
