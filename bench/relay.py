@@ -131,8 +131,8 @@ class RelayApp:
     """Forwards participants' orders to the echo and their answers back, in order.
 
     Each request reserves its place in the session's response order and is
-    answered from the upstream future's callback (no task or coroutine per
-    order): the leanest path the wire layer offers.
+    answered from the upstream response callback (no task, coroutine or future
+    per order): the leanest path the wire layer offers.
     """
 
     def __init__(self, config: RelayConfig, authenticator: Authenticator, clock: Clock) -> None:
@@ -197,9 +197,10 @@ class RelayApp:
         slot = session.reserve()
         upstream = self.upstream
         assert upstream is not None
-        future = upstream.request_raw(message_type, message)
-        future.add_done_callback(
-            functools.partial(self._answer, session, slot, request_id, response_type, translate)
+        upstream.request_callback(
+            message_type,
+            message,
+            functools.partial(self._answer, session, slot, request_id, response_type, translate),
         )
 
     @staticmethod
@@ -209,14 +210,14 @@ class RelayApp:
         request_id: int,
         response_type: int,
         translate: Any,
-        future: Any,
+        outcome: Any,
     ) -> None:
-        if future.cancelled() or future.exception() is not None:
+        if isinstance(outcome, Exception):
             response = translate(None)
             response.request_id = request_id
             response.error_message = "upstream unavailable"
         else:
-            response = translate(future.result())
+            response = translate(outcome)
             response.request_id = request_id
         session.fulfil(slot, encode_frame(response_type, response.SerializeToString()))
 

@@ -9,8 +9,9 @@ the CPU per message of the three paths every order crosses on each hop:
 * ``server_reserved``: the same, answered later through ``reserve``/``fulfil``
   (the Order Book's and the relay's way);
 * ``client``: ``request`` (id, encode, future) then the response frame in ->
-  decode -> future resolved -> done-callback run (the relay's and the load
-  generator's upstream side).
+  decode -> future resolved -> done-callback run;
+* ``client_callback``: the same with ``request_callback`` (no future; the
+  relay's and the load generator's way).
 
 The figures exclude the kernel (no syscalls), so they are the floor of what
 one more hop costs; ``python -m bench.relay_wire`` prints them.
@@ -141,7 +142,7 @@ async def _server_path(n: int, batch: int, reserved: bool) -> float:
     return cpu / n * 1e6
 
 
-async def _client_path(n: int, batch: int) -> float:
+async def _client_path(n: int, batch: int, callback: bool = False) -> float:
     conn = UpstreamConnection("bench", None, 1.0, 15.0, 1 << 20)
     conn.connection_made(_Transport())
     done = 0
@@ -166,7 +167,10 @@ async def _client_path(n: int, batch: int) -> float:
                 order_book_id=1, side=common_pb2.SELL, price=100.25, quantity=5,
                 on_behalf_of_username="alice",
             )  # fmt: skip
-            conn.request_raw(INSERT, message).add_done_callback(on_done)
+            if callback:
+                conn.request_callback(INSERT, message, on_done)
+            else:
+                conn.request_raw(INSERT, message).add_done_callback(on_done)
         await asyncio.sleep(0)  # the request flush
         conn.data_received(b"".join(responses[k : k + batch]))
         await asyncio.sleep(0)  # the done-callbacks
@@ -182,6 +186,9 @@ def measure(n: int = 50_000, batches: tuple[int, ...] = (1, 16)) -> dict[str, fl
         figures[f"server_b{batch}"] = round(asyncio.run(_server_path(n, batch, False)), 2)
         figures[f"server_reserved_b{batch}"] = round(asyncio.run(_server_path(n, batch, True)), 2)
         figures[f"client_b{batch}"] = round(asyncio.run(_client_path(n, batch)), 2)
+        figures[f"client_callback_b{batch}"] = round(
+            asyncio.run(_client_path(n, batch, callback=True)), 2
+        )
     return figures
 
 

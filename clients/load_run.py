@@ -60,9 +60,9 @@ MAX_MD_LAG_SAMPLES = 200_000
 class LoadConnection(UpstreamConnection):
     """An :class:`UpstreamConnection` that notes when each read arrived.
 
-    Responses are resolved inside ``data_received`` and their done-callbacks run
-    on a later loop iteration; reading ``rx_time`` there gives the arrival time
-    of the read that carried the response, not the time the callback ran.
+    Responses reach their callbacks (``request_callback``: no future, no extra
+    loop turn) inside ``data_received``; ``rx_time`` is the arrival time of the
+    read that carried them, taken once per read rather than once per response.
     """
 
     rx_time = 0.0
@@ -358,15 +358,19 @@ class LoadRun:
         instrument = self.instruments[intent.instrument]
         conn = part.conn
         kind = intent.kind
+        done = functools.partial(self._done, state, part, intent, seq)
+        state.sent += 1
+        state.pending[seq] = (scheduled, kind)
         if kind is Kind.CANCEL:
-            future = conn.request_raw(
+            conn.request_callback(
                 CANCEL,
                 execution_pb2.CancelOrderRequest(
                     instrument_symbol=instrument.symbol, order_id=intent.order_id
                 ),
+                done,
             )
         elif kind is Kind.AMEND:
-            future = conn.request_raw(
+            conn.request_callback(
                 AMEND,
                 execution_pb2.AmendOrderRequest(
                     instrument_symbol=instrument.symbol,
@@ -374,9 +378,10 @@ class LoadRun:
                     price=instrument.price(intent.ticks),
                     quantity=intent.quantity,
                 ),
+                done,
             )
         else:
-            future = conn.request_raw(
+            conn.request_callback(
                 INSERT,
                 execution_pb2.InsertOrderRequest(
                     instrument_symbol=instrument.symbol,
@@ -385,10 +390,8 @@ class LoadRun:
                     quantity=intent.quantity,
                     time_in_force=intent.time_in_force,  # type: ignore[arg-type]
                 ),
+                done,
             )
-        state.sent += 1
-        state.pending[seq] = (scheduled, kind)
-        future.add_done_callback(functools.partial(self._done, state, part, intent, seq))
 
     def _done(
         self,
@@ -396,20 +399,18 @@ class LoadRun:
         part: _Participant,
         intent: Intent,
         seq: int,
-        future: asyncio.Future[Any],
+        response: Any,
     ) -> None:
         entry = state.pending.pop(seq, None)
         if entry is None:  # counted as unanswered when the drain gave up
             return
         scheduled, kind = entry
         rx = part.conn.rx_time
-        if future.cancelled() or future.exception() is not None:
+        if isinstance(response, Exception):
             state.failed += 1
-            exc = None if future.cancelled() else future.exception()
-            self._sample(state, f"{KIND_NAMES[kind]}: {exc!r}")
+            self._sample(state, f"{KIND_NAMES[kind]}: {response!r}")
             state.errors[kind] += 1
         else:
-            response = future.result()
             state.recorder.by_kind[kind].append(int((rx - scheduled) * 1e6))
             state.completed += 1
             state.last_completion = rx

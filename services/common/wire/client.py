@@ -26,6 +26,8 @@ from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPES, type_
 log = logging.getLogger("optivex.wire.client")
 
 PushHandler = Callable[[int, Any], None]
+ResponseCallback = Callable[[Any], None]
+"""Gets a response message (also one carrying an error) or the exception that ended the wait."""
 M = TypeVar("M", bound=Message)
 
 ON_ERROR = common_pb2.MessageType.ON_ERROR
@@ -53,7 +55,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.role = 0
         self._loop = asyncio.get_running_loop()
-        self._pending: dict[int, tuple[asyncio.Future[Any], bool]] = {}
+        # request_id -> (future, raw) for request()/request_raw(), or
+        # (callback, None) for request_callback().
+        self._pending: dict[int, tuple[Any, bool | None]] = {}
         self._next_id = 1
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -121,9 +125,11 @@ class UpstreamConnection(asyncio.Protocol):
         if self._keeper is not None:
             self._keeper.cancel()
         pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLost(f"{self.name}: connection lost"))
+        for target, raw in pending.values():
+            if raw is None:
+                self._call(target, ConnectionLost(f"{self.name}: connection lost"))
+            elif not target.done():
+                target.set_exception(ConnectionLost(f"{self.name}: connection lost"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -147,19 +153,25 @@ class UpstreamConnection(asyncio.Protocol):
                 continue
             if message_type in RESPONSE_TYPES:
                 entry = pending.pop(message.request_id, None)
-                if entry is not None and not entry[0].done():
-                    future, raw = entry
+                if entry is None:
+                    continue
+                target, raw = entry
+                if raw is None:
+                    self._call(target, message)
+                elif not target.done():
                     if message.error_message and not raw:
-                        future.set_exception(RemoteError(message.error_message, message_type))
+                        target.set_exception(RemoteError(message.error_message, message_type))
                     else:
-                        future.set_result(message)
+                        target.set_result(message)
                 continue
             if message_type == ON_ERROR:
                 entry = pending.pop(message.request_id, None) if message.request_id else None
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(RemoteError(message.error_message, message.message_type))
-                else:
+                if entry is None:
                     log.warning("%s: peer reported: %s", self.name, message.error_message)
+                elif entry[1] is None:
+                    self._call(entry[0], RemoteError(message.error_message, message.message_type))
+                elif not entry[0].done():
+                    entry[0].set_exception(RemoteError(message.error_message, message.message_type))
                 continue
             if self.on_push is not None:
                 self.on_push(message_type, message)
@@ -193,6 +205,31 @@ class UpstreamConnection(asyncio.Protocol):
         self._pending[request_id] = (future, raw)
         self.send(message_type, message)
         return future
+
+    def request_callback(self, message_type: int, message: Any, callback: ResponseCallback) -> int:
+        """Send a request; ``callback`` gets its response, without a future.
+
+        For hot paths (the null relay, the load generator): no future, no extra
+        loop turn.  ``callback`` runs synchronously while the response is read,
+        in arrival order like pushes, with the response message (also when it
+        carries an ``error_message``), or with a :class:`RemoteError` (an
+        ``ON_ERROR`` naming the request) or :class:`ConnectionLost`.  Returns
+        the ``request_id`` assigned.
+        """
+        request_id = self.next_request_id()
+        message.request_id = request_id
+        if self.transport is None:
+            self._loop.call_soon(callback, ConnectionLost(f"{self.name}: not connected"))
+            return request_id
+        self._pending[request_id] = (callback, None)
+        self.send(message_type, message)
+        return request_id
+
+    def _call(self, callback: ResponseCallback, outcome: Any) -> None:
+        try:
+            callback(outcome)
+        except Exception:
+            log.exception("%s: response callback failed", self.name)
 
     def send(self, message_type: int, message: Message) -> None:
         """Send a message without waiting for anything (batched per loop turn)."""
