@@ -17,7 +17,19 @@ from tests.launcher.harness import ROOT, Exchange
 
 
 class BotProcess:
-    def __init__(self, exchange: Exchange, strategy: str, user: str, *args: str) -> None:
+    """``optivex bot ...`` as a subprocess, its log lines collected."""
+
+    def __init__(
+        self,
+        exchange: Exchange | tuple[int, int],
+        strategy: str,
+        user: str,
+        *args: str,
+    ) -> None:
+        if isinstance(exchange, Exchange):
+            gateway_port, info_port = exchange.ports["risk-gateway"], exchange.ports["info"]
+        else:
+            gateway_port, info_port = exchange
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [
@@ -29,9 +41,9 @@ class BotProcess:
                 "--host",
                 "127.0.0.1",
                 "--gateway-port",
-                str(exchange.ports["risk-gateway"]),
+                str(gateway_port),
                 "--info-port",
-                str(exchange.ports["info"]),
+                str(info_port),
                 "--username",
                 user,
                 "--password",

@@ -122,3 +122,26 @@ async def test_client_order_id_survives_gateway_restart(services: Services) -> N
         again = await carol.buy("IDEM", 6.0, 9, client_order_id="idem-1")  # a resend
         assert (again.order_id, again.resting_quantity) == (first.order_id, 1)
         await carol.cancel("IDEM", first.order_id)
+
+
+async def test_bot_rides_through_gateway_restart(services: Services) -> None:
+    from tests.clients.test_bots import BotProcess
+
+    await create(services, "RBOT")
+    bot = BotProcess(
+        (services.gateway.port, services.info.port),
+        "noise",
+        "dave",
+        "RBOT",
+        "--rate",
+        "20",
+        "--duration",
+        "4",
+        "--seed",
+        "5",
+    )
+    await eventually(lambda: bot.saw("trading RBOT"), 10, "the bot to start")
+    await asyncio.to_thread(services.restart, services.gateway)
+    await eventually(lambda: bot.saw("risk-gateway: reconnected"), 10, "the bot to reconnect")
+    assert await bot.wait(15) == 0, "\n".join(bot.lines)
+    assert bot.saw("noise stopped")
