@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -31,12 +32,44 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def _load_average() -> str:
+    """The machine's 1-minute load average: other work skews every figure here."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:  # pragma: no cover - not on Linux
+        return "?"
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The exchange's throughput as a ratio to the null relay's, measured in the same run."""
+    relay = results.get("relay", {})
+    e2e = results.get("end_to_end", {})
+    if not isinstance(relay, dict) or not isinstance(e2e, dict):
+        return None
+    relay_best, e2e_best = relay.get("max_sustained"), e2e.get("max_sustained")
+    if not relay_best or e2e_best is None:
+        return None
+    summary: dict[str, Any] = {
+        "exchange_max_sustained": e2e_best,
+        "relay_max_sustained": relay_best,
+        "exchange_to_relay": round(e2e_best / relay_best, 3),
+        "goal_exchange_to_relay": ">= 0.125 (1/8)",
+    }
+    for loop, value in e2e.get("max_sustained_by_loop", {}).items():
+        base = relay.get("max_sustained_by_loop", {}).get(loop)
+        if base:
+            summary[f"exchange_to_relay_{loop}"] = round(value / base, 3)
+    return summary
+
+
 def _markdown(results: dict[str, Any]) -> str:
     lines = ["# Optivex benchmark results", ""]
     meta = results.get("_meta", {})
     lines.append(
         f"Run {meta.get('started', '')} on {meta.get('machine', '')}, "
-        f"Python {meta.get('python', '')}."
+        f"Python {meta.get('python', '')}, {meta.get('cpus', '?')} CPUs; 1-minute load "
+        f"average {meta.get('load_before', '?')} before and {meta.get('load_after', '?')} after "
+        "(anything above ~0.5 before means other work shared the machine)."
     )
     for name, figures in results.items():
         if name.startswith("_"):
@@ -65,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": f"{platform.machine()} {platform.system()}",
             "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_before": _load_average(),
         }
     }
     failed = []
@@ -86,7 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             section["status"] = f"failed: {exc!r}"
             failed.append(name)
         section.setdefault("seconds", round(time.perf_counter() - started, 1))
+        section.setdefault("load_average_after", _load_average())
         results[name] = section
+    results["_meta"]["load_after"] = _load_average()
+    summary = _summary(results)
+    if summary is not None:
+        results = {"_meta": results.pop("_meta"), "summary": summary, **results}
+        print(
+            f"\nexchange / null relay max sustained: {summary['exchange_max_sustained']:,.0f} / "
+            f"{summary['relay_max_sustained']:,.0f} = {summary['exchange_to_relay']:.3f} "
+            "(goal >= 0.125)"
+        )
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))
