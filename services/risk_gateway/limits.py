@@ -17,10 +17,8 @@ What it keeps, per user:
   order table, plus *reservations* for requests in flight (forwarded, not yet
   reflected in that stream), so pipelined requests cannot jointly overshoot.
 
-Amounts are integers in units of ``10**-12`` of a price unit (:data:`AMOUNT_SCALE`):
-``price_ticks * quantity * amount_unit(tick_size)``. Integer arithmetic makes
-"exactly at the limit" exact (0.1 * 3 is not 0.3 in floating point) and lets a
-symbol keep its windows when it is re-created with another tick size.
+Limit values and exact (fixed-point) amounts live in :mod:`.limit_values`, the
+per-user state classes in :mod:`.accounts`; both are re-exported here.
 
 Outcomes are values: a refused request gets a string naming the limit exactly
 as spelled in the messages (``max_outstanding_quantity``, ...), and nothing is
@@ -32,12 +30,25 @@ its window entries when the Order Book refused it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Final
 
+from services.risk_gateway.accounts import Account, Exposure, Ticket, UserState
+from services.risk_gateway.limit_values import (
+    ADMIN,
+    AMOUNT_SCALE,
+    LAYERS,
+    OWN,
+    ZERO_USER_LIMITS,
+    InstrumentLimits,
+    RollingLimit,
+    UserLimits,
+    amount_limit_units,
+    amount_unit,
+    format_amount,
+    validate_instrument_limits,
+    validate_user_limits,
+)
 from services.risk_gateway.windows import Series, View
 
 __all__ = [
@@ -54,243 +65,15 @@ __all__ = [
     "amount_limit_units",
     "amount_unit",
     "format_amount",
+    "validate_instrument_limits",
+    "validate_user_limits",
 ]
 
-OWN: Final = "own"
-ADMIN: Final = "admin"
-LAYERS: Final = (OWN, ADMIN)
-
-#: Amounts are integers in 10**-12 price units.
-AMOUNT_SCALE: Final = 10**12
-
-JournalHook = Callable[[Hashable, float, int, int], None]
-"""Called with (series key, time, v, w) for every record (and, negated, un-record)."""
-
-
-# ---------------------------------------------------------------------- limit values
-
-
-@dataclass(frozen=True, slots=True)
-class RollingLimit:
-    """At most ``limit`` within the last ``window_s`` seconds; 0 in either means none."""
-
-    limit: int = 0
-    window_s: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.limit > 0 and self.window_s > 0
-
-
-NO_WINDOW: Final = RollingLimit()
 _UNLIMITED: Final = 1 << 200
 """Stands in for "no limit" in combined checks (larger than any sum)."""
 
-
-@dataclass(frozen=True, slots=True)
-class UserLimits:
-    """One layer of a user's account-wide limits (protobuf ``UserRiskLimits``)."""
-
-    max_outstanding_quantity: int = 0
-    message_rate_rolling_limit: RollingLimit = NO_WINDOW
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentLimits:
-    """One layer of a user's limits in one instrument (``InstrumentRiskLimits``)."""
-
-    max_outstanding_quantity: int = 0
-    max_outstanding_amount: float = 0.0
-    order_quantity_rolling_limit: RollingLimit = NO_WINDOW
-    order_amount_rolling_limit: RollingLimit = NO_WINDOW
-
-    @property
-    def is_zero(self) -> bool:
-        """All-zero: PROTOCOL.md says such an entry is removed, not stored."""
-        return self == ZERO_INSTRUMENT_LIMITS
-
-
-ZERO_USER_LIMITS: Final = UserLimits()
-ZERO_INSTRUMENT_LIMITS: Final = InstrumentLimits()
-
-
-def amount_unit(tick_size: float) -> int:
-    """Amount units (10**-12) per tick; rounded *up* if the tick is finer than that,
-    so amounts are never under-counted."""
-    exact = Decimal(repr(float(tick_size))) * AMOUNT_SCALE
-    unit = int(exact)
-    if unit != exact:
-        unit += 1
-    return max(unit, 1)
-
-
-def amount_limit_units(limit: float) -> int:
-    """A limit in price units as amount units (exact for the decimal the user wrote)."""
-    return int(Decimal(repr(float(limit))) * AMOUNT_SCALE)
-
-
-def format_amount(units: int) -> str:
-    """Amount units back as a short decimal for error texts."""
-    text = format(Decimal(units) / AMOUNT_SCALE, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def validate_rolling(name: str, value: RollingLimit, max_window_s: int) -> str | None:
-    if value.limit < 0 or value.window_s < 0:
-        return f"{name} must not be negative"
-    if value.window_s > max_window_s:
-        return f"{name}.window_in_seconds must be at most {max_window_s}"
-    return None
-
-
-def validate_user_limits(limits: UserLimits, max_window_s: int) -> str | None:
-    """Why ``limits`` cannot be stored, or None."""
-    if limits.max_outstanding_quantity < 0:
-        return "max_outstanding_quantity must not be negative"
-    return validate_rolling(
-        "message_rate_rolling_limit", limits.message_rate_rolling_limit, max_window_s
-    )
-
-
-def validate_instrument_limits(limits: InstrumentLimits, max_window_s: int) -> str | None:
-    """Why ``limits`` cannot be stored, or None."""
-    if limits.max_outstanding_quantity < 0:
-        return "max_outstanding_quantity must not be negative"
-    amount = limits.max_outstanding_amount
-    if not math.isfinite(amount):
-        return "max_outstanding_amount must be a finite number"
-    if amount < 0:
-        return "max_outstanding_amount must not be negative"
-    return validate_rolling(
-        "order_quantity_rolling_limit", limits.order_quantity_rolling_limit, max_window_s
-    ) or validate_rolling(
-        "order_amount_rolling_limit", limits.order_amount_rolling_limit, max_window_s
-    )
-
-
-# ------------------------------------------------------------------------ state
-
-
-class Exposure:
-    """Outstanding quantity and amount of one user's resting orders in one book.
-
-    ``reserved_*`` holds what requests in flight may add; checks count both.
-    """
-
-    __slots__ = ("amount", "quantity", "reserved_amount", "reserved_quantity", "user")
-
-    def __init__(self, user: UserState) -> None:
-        self.user = user
-        self.quantity = 0
-        self.amount = 0
-        self.reserved_quantity = 0
-        self.reserved_amount = 0
-
-    def add(self, quantity: int, amount: int) -> None:
-        """Resting orders changed by ``quantity`` lots and ``amount`` units."""
-        self.quantity += quantity
-        self.amount += amount
-        self.user.outstanding += quantity
-
-
-RateCheck = tuple[Series, View, int, str]
-"""(series, view, limit, layer): at most ``limit`` messages in the view's window."""
-OrderCheck = tuple[Series, View, int, str, int, str]
-"""(series, view, quantity limit, its layer, amount limit, its layer) for one window
-length; a limit nobody set is :data:`_UNLIMITED`."""
-
-
-class UserState:
-    """Everything the engine keeps for one username."""
-
-    __slots__ = (
-        "accounts",
-        "exposures",
-        "max_outstanding",
-        "messages",
-        "name",
-        "outstanding",
-        "rate_checks",
-        "reserved",
-    )
-
-    def __init__(self, name: str, keep_s: float) -> None:
-        self.name = name
-        self.messages = Series(("m", name), keep_s)
-        self.outstanding = 0
-        self.reserved = 0
-        self.max_outstanding: tuple[tuple[int, str], ...] = ()
-        self.rate_checks: tuple[RateCheck, ...] = ()
-        self.accounts: dict[str, Account] = {}
-        self.exposures: dict[int, Exposure] = {}
-
-
-class Account:
-    """One user's order windows and effective limits in one instrument symbol.
-
-    ``orders`` records each order's quantity (``v``) and amount (``w``) together.
-    """
-
-    __slots__ = ("max_amount", "max_outstanding", "order_checks", "orders", "symbol")
-
-    def __init__(self, user: str, symbol: str, keep_s: float) -> None:
-        self.symbol = symbol
-        self.orders = Series(("o", user, symbol), keep_s)
-        self.max_outstanding: tuple[tuple[int, str], ...] = ()
-        self.max_amount: tuple[tuple[int, str], ...] = ()
-        self.order_checks: tuple[OrderCheck, ...] = ()
-
-
-class Ticket:
-    """A request that passed its checks and was recorded.
-
-    :meth:`RiskEngine.refund` takes its window records out again and
-    :meth:`RiskEngine.release` drops its reservations (both idempotent).
-    """
-
-    __slots__ = (
-        "amount",
-        "exposure",
-        "message_seq",
-        "order_seq",
-        "orders",
-        "quantity",
-        "refunded",
-        "reserved_amount",
-        "reserved_quantity",
-        "time",
-        "user",
-    )
-
-    def __init__(
-        self,
-        user: UserState,
-        time: float,
-        message_seq: int,
-        orders: Series | None = None,
-        order_seq: int = 0,
-        quantity: int = 0,
-        amount: int = 0,
-        exposure: Exposure | None = None,
-        reserved_quantity: int = 0,
-        reserved_amount: int = 0,
-    ) -> None:
-        self.user = user
-        self.time = time
-        self.message_seq = message_seq
-        self.orders = orders
-        """The order series this request was recorded in (None: a message only)."""
-        self.order_seq = order_seq
-        self.quantity = quantity
-        self.amount = amount
-        self.exposure = exposure
-        self.reserved_quantity = reserved_quantity
-        self.reserved_amount = reserved_amount
-        self.refunded = False
-
-    @property
-    def counted_as_order(self) -> bool:
-        return self.orders is not None
+JournalHook = Callable[[Hashable, float, int, int], None]
+"""Called with (series key, time, v, w) for every record (and, negated, un-record)."""
 
 
 # ------------------------------------------------------------------------ engine

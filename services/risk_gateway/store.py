@@ -253,11 +253,15 @@ class RiskStore:
         self.compact(engine, coids)
 
     def compact(self, engine: RiskEngine, coids: ClientOrderIds) -> None:
-        """Snapshot everything, then truncate the journal."""
+        """Snapshot everything, then truncate the journal.
+
+        The snapshot is in place before the journal is truncated: if writing it
+        fails, the journal stays as it was (and keeps growing). A crash between
+        the two replays the old journal on top of the new snapshot, which can
+        only count window records twice (conservative).
+        """
         if self._journal is not None:
             self.flush()
-            self._journal.close()
-            self._journal = None
         mono, wall_ns = self.clock.monotonic(), self.clock.now_ns()
         snapshot = {
             "version": VERSION,
@@ -281,6 +285,9 @@ class RiskStore:
             ],
         }
         _write_atomically(self.data_dir / STATE_FILE, json.dumps(snapshot, separators=(",", ":")))
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         self._journal = open(self.data_dir / JOURNAL_FILE, "w", encoding="utf-8")  # noqa: SIM115
         self.journal_bytes = 0
         self._pending = [_line(["E", mono, wall_ns])]

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["windows", "limits", "orders", "instruments", "coids", "store"]
+PURE = [
+    "windows",
+    "limits",
+    "limit_values",
+    "accounts",
+    "orders",
+    "instruments",
+    "coids",
+    "store",
+]
 FORBIDDEN = ("asyncio", "google.protobuf", "services.common.pb", "services.common.wire")
 ROOT = Path(__file__).resolve().parents[2] / "services" / "risk_gateway"
 
