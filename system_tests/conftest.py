@@ -79,11 +79,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "restart: restarts the exchange; such tests run after all others"
+    )
     config.stash[REPORT_KEY] = GradeReport()
     _CONFIG[:] = [config]
     timeout = config.getoption("--grade-timeout", default=None)
     if timeout:
         conn_module.DEFAULT_TIMEOUT = float(timeout)
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Tests that restart the exchange run last, so every other test sees one run."""
+    items.sort(key=lambda item: item.get_closest_marker("restart") is not None)
 
 
 # --------------------------------------------------------------------------- fixtures

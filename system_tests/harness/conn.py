@@ -43,7 +43,23 @@ LAST_EXECUTION_REQUEST: dict[str, float] = {}
 """username -> monotonic time of the last insert/cancel/amend this suite sent for
 it, so message-rate tests can wait until a user's window is empty."""
 
+ISSUED_ORDER_IDS: set[int] = set()
+ISSUED_TRADE_IDS: set[int] = set()
+"""Every order and trade id any connection of this run has seen, so the restart
+tests can show that ids are never reused."""
+
 _request_ids = itertools.count(1000)
+
+
+def _note_ids(message_type: int, msg: Any) -> None:
+    if message_type in (11, 41, 15):
+        if msg.order_id:
+            ISSUED_ORDER_IDS.add(msg.order_id)
+        ISSUED_TRADE_IDS.update(msg.trade_ids)
+    elif message_type in (47, 63, 19):
+        ISSUED_TRADE_IDS.update(msg.trade_ids)
+    elif message_type in (17, 44, 25):
+        ISSUED_TRADE_IDS.add(msg.trade_id)
 
 
 @dataclass(frozen=True)
@@ -155,9 +171,10 @@ class Conn:
                         self.heartbeats.append(now)
                         self._arrived.set()
                         continue
-                    frame = Frame(
-                        len(self.frames), message_type, payload, parse(message_type, payload), now
-                    )
+                    msg = parse(message_type, payload)
+                    frame = Frame(len(self.frames), message_type, payload, msg, now)
+                    if msg is not None:
+                        _note_ids(message_type, msg)
                     self.frames.append(frame)
                     self._consumed.append(False)
                 if decoded:

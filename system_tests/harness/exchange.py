@@ -181,6 +181,28 @@ def _children_of(pid: int) -> list[int]:
     return children
 
 
+def restart_local(target: Target) -> None:
+    """Stop the local exchange cleanly and start it again on the same data directory.
+
+    Ports are drawn afresh, so the target's endpoints are updated in place; the
+    ``service`` account keeps its password.
+    """
+    exchange = target.local
+    if exchange is None:
+        raise RuntimeError("only an exchange started by the grader can be restarted")
+    status = exchange.stop()
+    if status not in (0, None):
+        raise RuntimeError(f"the exchange stopped with status {status}:\n{exchange.log_tail()}")
+    fresh = local_target(exchange, exchange.start())
+    target.order_book, target.info, target.admin, target.gateway = (
+        fresh.order_book,
+        fresh.info,
+        fresh.admin,
+        fresh.gateway,
+    )
+    target.service_login = fresh.service_login
+
+
 def local_target(exchange: LocalExchange, ready: dict[str, dict[str, object]]) -> Target:
     """The Target for a started local exchange (demo logins, service password from ready)."""
 
