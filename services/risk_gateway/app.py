@@ -95,7 +95,7 @@ class RiskGatewayApp:
             barrier_message=order_book_pb2.GetStatsRequest,
             on_push=self._order_book_push,
             on_connecting=self._order_book_connecting,
-            max_frame_bytes=max(config.max_frame_bytes, 64 << 20),
+            max_frame_bytes=config.max_frame_bytes,
             logger=log.getChild("order_book"),
             **common,  # type: ignore[arg-type]
         )
@@ -110,7 +110,7 @@ class RiskGatewayApp:
             on_push=self._info_push,
             on_connecting=self.directory.begin_resync,
             on_ready=self._info_ready,
-            max_frame_bytes=max(config.max_frame_bytes, 64 << 20),
+            max_frame_bytes=config.max_frame_bytes,
             logger=log.getChild("info"),
             **common,  # type: ignore[arg-type]
         )
