@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError, Message
 
 from services.common.pb import common_pb2
 from services.common.wire import errors
-from services.common.wire.framing import FrameDecoder, FrameError, encode_frame
+from services.common.wire.framing import HEADER, FrameDecoder, FrameError, encode_frame
 from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPE, type_name
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ PAUSE_READING_AT: Final = 4096
 """Pending (unanswered) requests at which reading pauses: back-pressure."""
 
 log = logging.getLogger("optivex.wire")
+_pack_header = HEADER.pack
 
 
 class Slot:
@@ -79,6 +80,8 @@ class Session(asyncio.Protocol):
         """Per-connection data of the service that owns the session."""
         self._out: list[bytes] = []
         self._out_bytes = 0
+        self._unchecked_bytes = 0
+        """Bytes we may queue without asking the transport for its buffer size."""
         self._flush_scheduled = False
         self._pending: deque[Slot] = deque()
         self._blocked = False
@@ -98,7 +101,9 @@ class Session(asyncio.Protocol):
         limit = self.settings.max_output_buffer_bytes
         # Congestion is signalled well before the hard cap so conflating
         # services (Info) can stop queueing book states in time.
-        transport.set_write_buffer_limits(high=max(limit // 4, 1), low=max(limit // 16, 0))
+        high = max(limit // 4, 1)
+        self._unchecked_bytes = limit - high
+        transport.set_write_buffer_limits(high=high, low=max(limit // 16, 0))
         self.server.sessions.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -277,7 +282,13 @@ class Session(asyncio.Protocol):
 
     def respond(self, response_type: int, response: Message) -> None:
         """Send a response now, or queue it behind earlier unanswered requests."""
-        self.send_frame(encode_frame(response_type, response.SerializeToString()))
+        payload = response.SerializeToString()
+        frame = _pack_header(len(payload) + 4, response_type) + payload
+        if self._pending:
+            self._pending.append(Slot(frame))
+            self._release_slots()
+        else:
+            self._write(frame)
 
     def reserve(self) -> Slot:
         """Hold this request's place in the response order; answer with :meth:`fulfil`.
@@ -356,18 +367,26 @@ class Session(asyncio.Protocol):
         if self.closed:
             return
         self._out.append(data)
-        self._out_bytes += len(data)
+        out_bytes = self._out_bytes + len(data)
+        self._out_bytes = out_bytes
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
-        transport = self.transport
-        if (
-            transport is not None
-            and self._out_bytes + transport.get_write_buffer_size()
-            > self.settings.max_output_buffer_bytes
-        ):
-            log.warning("%s: dropping %s (%s)", self.server.name, self.peer, errors.OUTPUT_OVERFLOW)
-            self.abort()
+        # While the transport is not congested its buffer is at most the
+        # high-water mark (a quarter of the cap), so the exact check is only
+        # needed past the rest of the cap or when congested: this skips a
+        # method call per message on the common path, same outcome.
+        if out_bytes > self._unchecked_bytes or self.congested:
+            transport = self.transport
+            if (
+                transport is not None
+                and out_bytes + transport.get_write_buffer_size()
+                > self.settings.max_output_buffer_bytes
+            ):
+                log.warning(
+                    "%s: dropping %s (%s)", self.server.name, self.peer, errors.OUTPUT_OVERFLOW
+                )
+                self.abort()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
