@@ -185,3 +185,27 @@ def test_cli_refuses_a_run_without_instruments(capsys: pytest.CaptureFixture[str
 
     assert main(["--info-port", "0"]) == 2
     assert "--symbols" in capsys.readouterr().err
+
+
+def test_relay_and_load_run_work_on_uvloop() -> None:
+    """uvloop's transports are not asyncio.Transport subclasses: the wire must not care."""
+    from services.common.lifecycle import run_loop
+
+    async def scenario() -> dict[str, Any]:
+        echo, echo_port = await start_app(build_echo, make_config(EchoConfig))
+        relay, port = await start_app(
+            build_relay, make_config(RelayConfig, order_book_port=echo_port)
+        )
+        try:
+            run = LoadRun(LoadOptions(port=port, info_port=0, symbols=["AAA"], connections=2))
+            await run.setup()
+            try:
+                return await run.step(rate=1000, duration_s=0.1)
+            finally:
+                await run.close()
+        finally:
+            await relay.stop()
+            await echo.stop()
+
+    step = run_loop(scenario(), "uvloop")
+    assert step["completed"] == 100 and step["unanswered"] == 0
