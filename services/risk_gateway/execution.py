@@ -144,7 +144,7 @@ class ExecutionHandlers:
             return translate.insert_error(request_id, ticket)
         if not self.app.save(ticket):
             return translate.insert_error(request_id, NOT_SAVED)
-        seen_before = self.table.max_order_id
+        seen_before = (self.ob.generation, self.table.max_order_id)
         answer = self._forward(
             ticket,
             translate.INSERT,
@@ -169,7 +169,7 @@ class ExecutionHandlers:
         request_id: int,
         coid: str,
         done: asyncio.Future[None] | None,
-        seen_before: int,
+        seen_before: tuple[int, int],
     ) -> Message:
         try:
             return await self._insert_outcome(answer, ticket, user, request_id, coid, seen_before)
@@ -185,8 +185,10 @@ class ExecutionHandlers:
         user: str,
         request_id: int,
         coid: str,
-        seen_before: int,
+        seen_before: tuple[int, int],
     ) -> Message:
+        """``seen_before``: the link's generation and the table's highest order id
+        when the request was forwarded."""
         engine = self.engine
         try:
             response = await answer
@@ -198,7 +200,8 @@ class ExecutionHandlers:
             engine.refund(ticket, message=False)
             self.app.save_quietly()
             return translate.insert_error(request_id, str(exc))
-        settled = await self.ob.settle()
+        generation, max_order_id = seen_before
+        settled = await self.ob.settle(generation)
         engine.release(ticket)
         if response.error_message:
             engine.refund(ticket, message=False)
@@ -207,7 +210,7 @@ class ExecutionHandlers:
         outcome = translate.outcome_of(response)
         if coid:
             known = self.coids.get(user, coid)
-            new = self.table.is_new_order(outcome.order_id, seen_before)
+            new = self.table.is_new_order(outcome.order_id, max_order_id)
             if known is not None or (settled and not new):
                 # The Order Book answered an earlier outcome (a resend the Gateway
                 # did not know about): it counts only as a message.
@@ -266,10 +269,10 @@ class ExecutionHandlers:
         if answer is None:
             return translate.cancel_error(request_id, UNAVAILABLE)
         self.table.expect_cancel(order_id)
-        return self.app.track(self._cancel_settle(answer, order_id, request_id))
+        return self.app.track(self._cancel_settle(answer, order_id, request_id, self.ob.generation))
 
     async def _cancel_settle(
-        self, answer: asyncio.Future[Any], order_id: int, request_id: int
+        self, answer: asyncio.Future[Any], order_id: int, request_id: int, generation: int
     ) -> Message:
         try:
             response = await answer
@@ -279,7 +282,7 @@ class ExecutionHandlers:
         except RemoteError as exc:
             self.table.cancel_done(order_id, None)
             return translate.cancel_error(request_id, str(exc))
-        settled = await self.ob.settle()
+        settled = await self.ob.settle(generation)
         error = response.error_message
         notice = self.table.cancel_done(order_id, (not error) if settled else None)
         if notice is not None:
@@ -337,10 +340,10 @@ class ExecutionHandlers:
         )
         if answer is None:
             return translate.amend_error(request_id, UNAVAILABLE)
-        return self.app.track(self._amend_settle(answer, ticket, request_id))
+        return self.app.track(self._amend_settle(answer, ticket, request_id, self.ob.generation))
 
     async def _amend_settle(
-        self, answer: asyncio.Future[Any], ticket: Ticket, request_id: int
+        self, answer: asyncio.Future[Any], ticket: Ticket, request_id: int, generation: int
     ) -> Message:
         engine = self.engine
         try:
@@ -352,7 +355,7 @@ class ExecutionHandlers:
             engine.refund(ticket, message=False)
             self.app.save_quietly()
             return translate.amend_error(request_id, str(exc))
-        await self.ob.settle()
+        await self.ob.settle(generation)
         engine.release(ticket)
         if response.error_message:
             engine.refund(ticket, message=False)
@@ -388,7 +391,7 @@ class ExecutionHandlers:
         """
 
         async def recheck() -> Message:
-            await self.app.info.settle()
+            await self.app.info.settle(self.app.info.generation)
             instrument = self.directory.get(request.instrument_symbol)
             if instrument is None:
                 return error(request.request_id, UNKNOWN_INSTRUMENT)

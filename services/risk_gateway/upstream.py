@@ -86,6 +86,8 @@ class Link:
         self.log = logger or logging.getLogger(f"optivex.risk_gateway.{name}")
         self.conn: UpstreamConnection | None = None
         self.ready = False
+        self.generation = 0
+        """Counts connections: state learned on one is void on the next."""
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._first_attempt: asyncio.Event | None = None
@@ -123,6 +125,7 @@ class Link:
         while not self._stopping:
             conn: UpstreamConnection | None = None
             try:
+                self.generation += 1
                 self._on_connecting()
                 conn = await UpstreamConnection.open(
                     self.host,
@@ -219,13 +222,14 @@ class Link:
 
         answer.add_done_callback(settle)
 
-    async def settle(self) -> bool:
-        """Await a barrier; False if the connection failed meanwhile."""
+    async def settle(self, generation: int) -> bool:
+        """Await a barrier; False if it failed or ran on a later connection than
+        ``generation`` (the events of the earlier one were never all seen)."""
         try:
             await self.barrier()
         except ConnectionLost:
             return False
-        return True
+        return self.generation == generation
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
