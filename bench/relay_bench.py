@@ -56,6 +56,7 @@ def find_max_args(conf: dict[str, Any]) -> list[str]:
         "--start-rate", str(conf["start_rate"]),
         "--factor", str(conf["factor"]),
         "--refine", str(conf["refine"]),
+        "--retries", "1",
         "--p99-limit-ms", "10",
         "--min-achieved", "0.95",
     ]  # fmt: skip

@@ -12,8 +12,9 @@ Three ways to run:
 * ``--rate R --duration S``: one step;
 * ``--rates R1,R2,...``: several steps on the same connections;
 * ``--find-max``: step the rate up (x ``--factor``) until p99 exceeds
-  ``--p99-limit-ms`` or less than ``--min-achieved`` of the target gets through,
-  then bisect ``--refine`` times; prints the highest sustained rate.
+  ``--p99-limit-ms`` or less than ``--min-achieved`` of the target gets through
+  (a missed step is tried ``--retries`` more times before it counts), then
+  bisect ``--refine`` times; prints the highest sustained rate.
 
 ``--processes K`` runs every step in K child processes (each with 1/K of the rate
 and connections) and merges their histograms exactly; ``--json`` prints one JSON
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--factor", type=_positive_float, default=1.5, help="step-up factor")
     steps.add_argument("--max-rate", type=_positive_float, default=200_000.0)
     steps.add_argument("--refine", type=int, default=2, help="bisection steps after the first miss")
+    steps.add_argument("--retries", type=int, default=1, help="tries again before a miss counts")
     steps.add_argument("--p99-limit-ms", type=_positive_float, default=10.0)
     steps.add_argument("--min-achieved", type=_positive_float, default=0.95)
     steps.add_argument("--max-error-ratio", type=float, default=0.2)
@@ -224,10 +226,23 @@ async def find_max(
     missed: float | None = None
     rate = ns.start_rate
     downs = 0
-    while rate <= ns.max_rate:
+
+    async def attempt(rate: float) -> dict[str, Any]:
+        """One step, tried again on a miss (``--retries``): one stall of a shared
+        machine should not decide the answer, two in a row do."""
+        for _ in range(max(0, ns.retries)):
+            step = await run_step(rate)
+            steps.append(step)
+            await pause()
+            if passes(step, ns):
+                return step
         step = await run_step(rate)
         steps.append(step)
         await pause()
+        return step
+
+    while rate <= ns.max_rate:
+        step = await attempt(rate)
         if passes(step, ns):
             best = step
             rate *= ns.factor
@@ -242,9 +257,7 @@ async def find_max(
         if missed is None or low <= 0 or (missed - low) / missed < 0.08:
             break
         rate = round((low + missed) / 2, -1)
-        step = await run_step(rate)
-        steps.append(step)
-        await pause()
+        step = await attempt(rate)
         if passes(step, ns):
             best, low = step, rate
         else:

@@ -115,6 +115,7 @@ async def test_find_max_steps_up_then_bisects() -> None:
         min_achieved=0.95,
         p99_limit_ms=10.0,
         max_error_ratio=0.2,
+        retries=0,
     )
     capacity = 5000.0
     asked: list[float] = []
@@ -139,6 +140,11 @@ async def test_find_max_steps_up_then_bisects() -> None:
     assert asked[:4] == [1000.0, 2000.0, 4000.0, 8000.0]
     assert best is not None and 4000.0 <= best["target_rate"] <= capacity
     assert len(steps) == len(asked) <= 7
+
+    asked.clear()
+    ns.retries = 1
+    best, steps = await find_max(fake_step, ns, no_pause)
+    assert asked[:5] == [1000.0, 2000.0, 4000.0, 8000.0, 8000.0]  # a miss is tried twice
 
 
 def test_child_argv_gives_each_child_its_share() -> None:
