@@ -263,6 +263,7 @@ class Launcher:
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL if self.options.quiet else None,
                 start_new_session=True,
             )
             self.bots.append(process)
@@ -289,8 +290,11 @@ class Launcher:
                 name: {"host": child.host, "port": child.port} for name, child in c.items()
             }
             info["service_password"] = {"value": self.env["OPTIVEX_SERVICE_PASSWORD"]}
+            # It holds the service password: readable by its owner only.
             tmp = Path(self.options.ready_file + ".tmp")
-            tmp.write_text(json.dumps(info, indent=2))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(info, indent=2))
             tmp.replace(self.options.ready_file)
 
     async def shutdown(self) -> None:
