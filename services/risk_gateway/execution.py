@@ -158,7 +158,7 @@ class ExecutionHandlers:
             done = asyncio.get_running_loop().create_future()
             self._coid_in_flight[(user, coid)] = done
         return self.app.track(
-            self._insert_settle(answer, ticket, user, request_id, coid, done, seen_before)
+            self._insert_settle(answer, ticket, user, request, coid, done, seen_before)
         )
 
     async def _insert_settle(
@@ -166,13 +166,13 @@ class ExecutionHandlers:
         answer: asyncio.Future[Any],
         ticket: Ticket,
         user: str,
-        request_id: int,
+        request: Any,
         coid: str,
         done: asyncio.Future[None] | None,
         seen_before: tuple[int, int],
     ) -> Message:
         try:
-            return await self._insert_outcome(answer, ticket, user, request_id, coid, seen_before)
+            return await self._insert_outcome(answer, ticket, user, request, coid, seen_before)
         finally:
             if done is not None:
                 self._coid_in_flight.pop((user, coid), None)
@@ -183,13 +183,14 @@ class ExecutionHandlers:
         answer: asyncio.Future[Any],
         ticket: Ticket,
         user: str,
-        request_id: int,
+        request: Any,
         coid: str,
         seen_before: tuple[int, int],
     ) -> Message:
         """``seen_before``: the link's generation and the table's highest order id
         when the request was forwarded."""
         engine = self.engine
+        request_id = request.request_id
         try:
             response = await answer
         except ConnectionLost:
@@ -201,12 +202,22 @@ class ExecutionHandlers:
             self.app.save_quietly()
             return translate.insert_error(request_id, str(exc))
         generation, max_order_id = seen_before
-        settled = await self.ob.settle(generation)
-        engine.release(ticket)
         if response.error_message:
+            # A refusal causes no events: nothing to wait for.
             engine.refund(ticket, message=False)
             self.app.save_quietly()
             return translate.insert_error(request_id, _order_book_error(response.error_message))
+        settled = (
+            self.ob.generation == generation
+            and self.table.insert_settled(
+                response.order_id,
+                response.trade_ids,
+                request.time_in_force,
+                response.traded_quantity,
+                request.quantity,
+            )
+        ) or await self.ob.settle(generation)
+        engine.release(ticket)
         outcome = translate.outcome_of(response)
         if coid:
             known = self.coids.get(user, coid)
@@ -282,8 +293,12 @@ class ExecutionHandlers:
         except RemoteError as exc:
             self.table.cancel_done(order_id, None)
             return translate.cancel_error(request_id, str(exc))
-        settled = await self.ob.settle(generation)
         error = response.error_message
+        # A refusal causes no events; a success's event removes the order.
+        settled = (
+            self.ob.generation == generation
+            and (bool(error) or self.table.cancel_settled(order_id))
+        ) or await self.ob.settle(generation)
         notice = self.table.cancel_done(order_id, (not error) if settled else None)
         if notice is not None:
             # Someone else (a clear) cancelled it first: the owner hears of it,
@@ -340,12 +355,20 @@ class ExecutionHandlers:
         )
         if answer is None:
             return translate.amend_error(request_id, UNAVAILABLE)
-        return self.app.track(self._amend_settle(answer, ticket, request_id, self.ob.generation))
+        return self.app.track(
+            self._amend_settle(answer, ticket, request, ticks, self.ob.generation)
+        )
 
     async def _amend_settle(
-        self, answer: asyncio.Future[Any], ticket: Ticket, request_id: int, generation: int
+        self,
+        answer: asyncio.Future[Any],
+        ticket: Ticket,
+        request: Any,
+        price_ticks: int,
+        generation: int,
     ) -> Message:
         engine = self.engine
+        request_id = request.request_id
         try:
             response = await answer
         except ConnectionLost:
@@ -355,12 +378,18 @@ class ExecutionHandlers:
             engine.refund(ticket, message=False)
             self.app.save_quietly()
             return translate.amend_error(request_id, str(exc))
-        await self.ob.settle(generation)
-        engine.release(ticket)
         if response.error_message:
             engine.refund(ticket, message=False)
             self.app.save_quietly()
             return translate.amend_error(request_id, _order_book_error(response.error_message))
+        if not (
+            self.ob.generation == generation
+            and self.table.amend_settled(
+                request.order_id, price_ticks, response.resting_quantity, response.trade_ids
+            )
+        ):
+            await self.ob.settle(generation)
+        engine.release(ticket)
         return translate.amend_response(request_id, response)
 
     # ------------------------------------------------------------------ helpers

@@ -26,7 +26,7 @@ Pure: no asyncio, no protobuf.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, NamedTuple
 
 from services.common.prices import PriceError, to_ticks
@@ -119,6 +119,8 @@ class OrderTable:
         self.last_sequence = 0
         self.max_order_id = 0
         """Highest order id seen (snapshot or live): a new order's id is higher."""
+        self.max_trade_id = 0
+        """Highest trade id seen (trade ids grow in stream order)."""
         self._own_cancels: dict[int, list[Any]] = {}
         """order id -> [cancels in flight, whether one succeeded]."""
         self._deferred: dict[int, Cancelled] = {}
@@ -132,6 +134,7 @@ class OrderTable:
         self._books.clear()
         self.last_sequence = 0
         self.max_order_id = 0
+        self.max_trade_id = 0
         self._deferred.clear()
         self._recent.clear()
 
@@ -207,6 +210,48 @@ class OrderTable:
         """
         return order_id > max_order_id_before and order_id in self._recent
 
+    # A request's events follow its answer in the stream, usually in the same
+    # read. These tell from the answer whether they have all been processed, so
+    # the Gateway needs no barrier round trip; False means "not sure" (it then
+    # falls back to one), never a false "yes".
+
+    def insert_settled(
+        self,
+        order_id: int,
+        trade_ids: Sequence[int],
+        time_in_force: int,
+        traded_quantity: int,
+        quantity: int,
+    ) -> bool:
+        """Whether the events of a successful insert are all in: its
+        ``OnOrderInserted``, its trades, and the cancel of an IOC/FOK remainder."""
+        if self.max_order_id < order_id:
+            return False  # ids grow in stream order: a later one implies ours
+        if trade_ids and self.max_trade_id < trade_ids[-1]:
+            return False
+        # An IOC/FOK remainder's cancel removes the order from the table.
+        return time_in_force == GTC or traded_quantity >= quantity or order_id not in self.orders
+
+    def cancel_settled(self, order_id: int) -> bool:
+        """Whether the event of a successful cancel is in (the order is gone)."""
+        return order_id not in self.orders
+
+    def amend_settled(
+        self, order_id: int, price_ticks: int, resting_quantity: int, trade_ids: Sequence[int]
+    ) -> bool:
+        """Whether the events of a successful amend are all in.
+
+        Before its ``OnOrderAmended`` the order still shows its old price or
+        quantity (an amend to the same price and quantity has no event), and it
+        was resting when the amend was applied, so it is in the table.
+        """
+        if trade_ids and self.max_trade_id < trade_ids[-1]:
+            return False
+        entry = self.orders.get(order_id)
+        if entry is None:
+            return True  # fully traded by the amend
+        return entry.price_ticks == price_ticks and entry.remaining == resting_quantity
+
     def trade(
         self,
         trade_id: int,
@@ -221,6 +266,8 @@ class OrderTable:
         """``OnTrade``: fill both sides; a fill for the owner of each side we know."""
         fills: list[Fill] = []
         orders = self.orders
+        if trade_id > self.max_trade_id:
+            self.max_trade_id = trade_id
         for order_id, is_buy in ((buy_order_id, True), (sell_order_id, False)):
             entry = orders.get(order_id)
             if entry is None:

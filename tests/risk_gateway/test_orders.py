@@ -231,3 +231,39 @@ def test_exposures_match_the_engine_on_seeded_streams(seed: int) -> None:
 @given(seed=st.integers(0, 2**32))
 def test_exposures_match_the_engine_property(seed: int) -> None:
     run_differential(seed, 120)
+
+
+# ------------------------------------------------------------ settled without a barrier
+
+
+def test_insert_settled_only_once_all_of_its_events_are_in(table: OrderTable) -> None:
+    # A GTC that traded twice: OnOrderInserted, then two trades.
+    table.inserted(1, 1, SELL, 10.0, 3, "bob", GTC, snapshot=False)
+    assert not table.insert_settled(2, (5, 6), GTC, 3, 5)
+    table.inserted(2, 1, BUY, 10.0, 5, "alice", GTC, snapshot=False)
+    assert not table.insert_settled(2, (5, 6), GTC, 3, 5)
+    table.trade(5, 2, 1, 10.0, 10.0, 2, BUY, 0)
+    assert not table.insert_settled(2, (5, 6), GTC, 3, 5)
+    table.trade(6, 2, 1, 10.0, 10.0, 1, BUY, 0)
+    assert table.insert_settled(2, (5, 6), GTC, 3, 5)
+
+
+def test_an_ioc_remainder_must_be_cancelled_before_the_insert_is_settled(
+    table: OrderTable,
+) -> None:
+    table.inserted(1, 1, BUY, 10.0, 5, "alice", IOC, snapshot=False)
+    assert not table.insert_settled(1, (), IOC, 0, 5)
+    table.cancelled(1, 5, 0)
+    assert table.insert_settled(1, (), IOC, 0, 5)
+
+
+def test_cancel_and_amend_settled(table: OrderTable) -> None:
+    table.inserted(1, 1, BUY, 10.0, 5, "alice", GTC, snapshot=False)
+    assert not table.cancel_settled(1)
+    assert not table.amend_settled(1, 1001, 5, ())  # new price not seen yet
+    assert not table.amend_settled(1, 1000, 3, ())  # reduction not seen yet
+    assert table.amend_settled(1, 1000, 5, ())  # same price and quantity: no event
+    table.amended(1, 10.01, 5)
+    assert table.amend_settled(1, 1001, 5, ())
+    table.cancelled(1, 5, 0)
+    assert table.cancel_settled(1)

@@ -310,3 +310,62 @@ async def test_many_pipelined_requests_from_many_connections_keep_their_order(
     assert gateway_resting == {o.order_id for o in engine.resting_orders()}
     filled = sum(len(t.fills()) for t in traders)
     assert filled <= 2 * stats.trade_count
+
+
+async def test_answers_stay_exact_when_the_event_stream_arrives_in_pieces(
+    exchange: Exchange,
+) -> None:
+    """Events usually arrive in the same read as their answer; when they do not,
+    the Gateway waits for a barrier before answering (same results either way)."""
+    await exchange.create("AAPL")
+    assert exchange.gateway is not None
+    conn = exchange.gateway.order_book.conn
+    assert conn is not None
+    loop = asyncio.get_running_loop()
+    original = conn.data_received
+    backlog: list[bytes] = []
+
+    def trickle(data: bytes) -> None:
+        # Deliver in 9-byte pieces, one per event-loop turn.
+        idle = not backlog
+        backlog.extend(data[i : i + 9] for i in range(0, len(data), 9))
+        if idle:
+            loop.call_soon(drain)
+
+    def drain() -> None:
+        if backlog:
+            original(backlog.pop(0))
+            loop.call_soon(drain)
+
+    conn.data_received = trickle  # type: ignore[method-assign]
+    link = exchange.gateway.order_book
+    barrier = link.barrier
+    barriers: list[int] = []
+
+    def counted() -> asyncio.Future[None]:
+        barriers.append(1)
+        return barrier()
+
+    link.barrier = counted  # type: ignore[method-assign]
+    alice, bob = await exchange.trader("alice"), await exchange.trader("bob")
+    await alice.set_user_limits(max_outstanding_quantity=20)
+    rest = await alice.insert("AAPL", SELL, 10.0, 10)
+    assert rest.error_message == "" and rest.resting_quantity == 10
+    ioc = await bob.insert("AAPL", BUY, 10.0, 15, tif=IOC)
+    assert ioc.traded_quantity == 10 and ioc.resting_quantity == 0
+    (fill,) = bob.fills()  # already queued behind the answer
+    assert fill.order_id == ioc.order_id and fill.remaining_quantity == 5
+    order = await alice.insert("AAPL", BUY, 9.0, 20)
+    assert order.error_message == ""
+    # Alice's first order is gone (filled): only the new one counts.
+    assert "max_outstanding_quantity" in (await alice.insert("AAPL", BUY, 9.0, 1)).error_message
+    amended = await alice.amend("AAPL", order.order_id, 9.5, 5)
+    assert amended.error_message == "" and amended.resting_quantity == 5
+    assert (await alice.insert("AAPL", BUY, 9.0, 15)).error_message == ""
+    cancelled = await alice.cancel("AAPL", order.order_id)
+    assert cancelled.cancelled_quantity == 5
+    assert (await alice.cancel("AAPL", order.order_id)).error_message == execution.UNKNOWN_ORDER
+    await alice.wait_pushes(1)
+    assert [f.order_id for f in alice.fills()] == [rest.order_id]
+    assert alice.cancels() == []
+    assert barriers  # the fallback was needed (and used)
