@@ -5,28 +5,32 @@ Layout (DESIGN.md, "heaps with lazy deletion and a FIFO per level"):
 * ``Book.orders``: order_id -> :class:`Order`, the resting orders of the book.
 * Per side a :class:`BookSide` with ``levels`` (price_ticks -> :class:`Level`) and
   ``heap``, a ``heapq`` of price keys: ``price`` for asks, ``-price`` for bids, so
-  ``heap[0]`` is always the best price's key.
-* A :class:`Level` is a FIFO (``deque``) of orders plus its aggregate quantity and
-  live-order count.
+  ``heap[0]`` is the best price's key.
+* A :class:`Level` is a FIFO of orders plus its aggregate quantity. The FIFO is
+  intrusive: each order links to its neighbours (``prev``/``next``) and the level
+  knows ``head`` and ``tail``.
 
-Why lazy deletion: cancelling must be O(1) whatever the size of the book. A cancel
-zeroes the order's quantity (the "dead" mark) and fixes the level's totals; the
-order stays in its deque until it surfaces at the head, and an emptied level is
-dropped from ``levels`` at once while its heap key stays until it surfaces at the
-top. A heap key is live exactly when its price is in ``levels`` (every live level
-has at least one key; duplicates are harmless). Both kinds of garbage are bounded:
-a side's heap is rebuilt when its stale keys exceed ``2 * live + 16``, and a level's
-deque likewise (see :func:`trim_level` and :func:`drop_level`), so memory stays
-proportional to the live book.
+Why an intrusive list and not a ``collections.deque`` per level: a deque costs about
+770 bytes even for one order (it allocates a 64-slot block), and real books (flash1's
+among them) are mostly levels of one or a few orders, so the deque alone would blow
+the memory budget; the links cost 16 bytes per order instead. They also make cancel
+a true O(1) unlink that leaves no dead entries behind.
 
-Why these objects are tiny: a resting order holds five slots (no side or price; its
-level knows both), about 72 bytes, so a million resting orders fit the 300-byte
-budget with the dict and deque entries included.
+Why lazy deletion for the heap: an emptied level leaves ``levels`` at once, but its
+heap key stays until it surfaces at the top (or, if it *is* the top, it goes at
+once: every command leaves the heap's top key live, so the best price is O(1)). A
+heap key is live exactly when its price is in ``levels`` (every live level has at
+least one key; duplicates are harmless). The stale keys are bounded: a side's heap
+is rebuilt when they exceed ``2 * live + 16``, so memory stays proportional to the
+live book.
+
+No reference cycles survive a removal: unlinking an order fixes its neighbours'
+links, and dropping a level or a book clears every link it still holds, so
+reference counting frees everything at once and the cyclic GC has nothing to find.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from heapq import heapify, heappop, heappush
 from typing import Final
@@ -43,7 +47,8 @@ __all__ = [
     "can_fill",
     "drop_level",
     "iter_levels",
-    "trim_level",
+    "iter_orders",
+    "unlink",
 ]
 
 #: Garbage allowed before a rebuild: stale > 2 * live + STALE_SLACK triggers it.
@@ -53,50 +58,61 @@ SPARE_LEVELS: Final = 64
 
 
 class Order:
-    """A resting order. ``quantity`` is what remains; 0 marks a dead queue entry.
+    """A resting order: what remains of it, who owns it, its place in its level.
 
     ``timestamp`` is when the order got its current queue position. Side, price and
-    book come from ``level`` (one shared object per price), which keeps orders small.
+    book come from ``level`` (one shared object per price), which keeps orders small
+    (7 slots, 88 bytes). ``quantity`` is set to 0 when the order leaves the book.
     """
 
-    __slots__ = ("level", "order_id", "quantity", "timestamp", "username")
+    __slots__ = ("level", "next", "order_id", "prev", "quantity", "timestamp", "username")
 
     order_id: int
     quantity: int
     username: str
     timestamp: int
     level: Level
+    prev: Order | None
+    next: Order | None
 
     def __init__(
-        self, order_id: int, quantity: int, username: str, timestamp: int, level: Level
+        self,
+        order_id: int,
+        quantity: int,
+        username: str,
+        timestamp: int,
+        level: Level,
+        prev: Order | None,
     ) -> None:
         self.order_id = order_id
         self.quantity = quantity
         self.username = username
         self.timestamp = timestamp
         self.level = level
+        self.prev = prev
+        self.next = None
 
 
 class Level:
-    """One price of one side: a FIFO of orders, their total quantity and live count.
+    """One price of one side: a FIFO of orders (``head`` first) and their total quantity.
 
-    ``orders`` may hold dead entries (quantity 0); ``count`` counts only live ones,
-    and a level whose count drops to 0 leaves ``side.levels`` at once.
+    A level whose last order leaves is dropped from ``side.levels`` at once (and
+    perhaps recycled: see :attr:`BookSide.spare`); a listed level is never empty.
     """
 
-    __slots__ = ("count", "orders", "price", "qty", "side")
+    __slots__ = ("head", "price", "qty", "side", "tail")
 
     price: int
-    orders: deque[Order]
     qty: int
-    count: int
+    head: Order | None
+    tail: Order | None
     side: BookSide
 
     def __init__(self, price: int, side: BookSide) -> None:
         self.price = price
-        self.orders = deque()
         self.qty = 0
-        self.count = 0
+        self.head = None
+        self.tail = None
         self.side = side
 
 
@@ -125,7 +141,7 @@ class BookSide:
         self.levels = {}
         self.book = book
         # Emptied Level objects kept for reuse: most levels of a busy book hold one
-        # order for a short while, and reusing saves two allocations per new price.
+        # order for a short while, and reusing one saves an allocation per new price.
         self.spare = []
 
     def best(self) -> Level | None:
@@ -152,12 +168,24 @@ class BookSide:
         if spare:
             level = spare.pop()
             level.price = price
-            level.qty = 0  # an emptied level's qty is not maintained (count 0 says empty)
+            level.qty = 0
         else:
             level = Level(price, self)
         self.levels[price] = level
         heappush(self.heap, self.sign * price)
         return level
+
+    def clear(self) -> None:
+        """Forget every level and order of this side, breaking all their links."""
+        for level in self.levels.values():
+            order = level.head
+            while order is not None:
+                following = order.next
+                order.prev = order.next = None
+                order = following
+            level.head = level.tail = None
+        self.levels.clear()
+        self.heap.clear()
 
 
 class Book:
@@ -200,15 +228,13 @@ def drop_level(level: Level) -> None:
 
     If the level was the best, its key and any stale keys under it leave the heap
     now (so the top stays live); otherwise the key goes stale, and the heap is
-    rebuilt once stale keys exceed ``2 * live + 16``.
+    rebuilt once stale keys exceed ``2 * live + 16``. The engine inlines this on its
+    cancel path; keep the two in step.
     """
     side = level.side
     levels = side.levels
     price = level.price
     del levels[price]
-    # Dead orders point back at their level: clearing the queue breaks that cycle so
-    # reference counting frees both at once (no work left for the cyclic GC).
-    level.orders.clear()
     if len(side.spare) < SPARE_LEVELS:
         side.spare.append(level)
     heap = side.heap
@@ -221,10 +247,28 @@ def drop_level(level: Level) -> None:
         side.compact()
 
 
-def trim_level(level: Level) -> None:
-    """Drop a level's dead queue entries once they exceed ``2 * live + 16``."""
-    if len(level.orders) > 3 * level.count + STALE_SLACK:
-        level.orders = deque([o for o in level.orders if o.quantity])
+def unlink(order: Order) -> None:
+    """Take an order out of its level's FIFO in O(1), dropping the level if it empties.
+
+    Does not touch ``Book.orders`` or ``order.quantity``; the engine inlines the same
+    steps on its cancel path.
+    """
+    level = order.level
+    prev = order.prev
+    following = order.next
+    if prev is None and following is None:
+        level.head = level.tail = None
+        drop_level(level)
+        return
+    if prev is None:
+        level.head = following
+    else:
+        prev.next = following
+    if following is None:
+        level.tail = prev
+    else:
+        following.prev = prev
+    level.qty -= order.quantity
 
 
 def iter_levels(side: BookSide) -> Iterator[Level]:
@@ -232,6 +276,14 @@ def iter_levels(side: BookSide) -> Iterator[Level]:
     levels = side.levels
     for price in sorted(levels, reverse=side.side == BUY):
         yield levels[price]
+
+
+def iter_orders(level: Level) -> Iterator[Order]:
+    """Orders of a level in time priority."""
+    order = level.head
+    while order is not None:
+        yield order
+        order = order.next
 
 
 def can_fill(side: BookSide, limit: int, quantity: int) -> bool:
@@ -245,12 +297,8 @@ def can_fill(side: BookSide, limit: int, quantity: int) -> bool:
     if not heap:
         return False
     levels = side.levels
-    if side.side == BUY:
-        sign = -1
-        limit_key = -limit
-    else:
-        sign = 1
-        limit_key = limit
+    sign = side.sign
+    limit_key = sign * limit
     size = len(heap)
     frontier = [(heap[0], 0)]
     seen: set[int] = set()

@@ -31,7 +31,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Iterator
 from decimal import Decimal
 from heapq import heappop, heappush
@@ -45,8 +44,9 @@ from services.order_book.book import (
     Level,
     Order,
     can_fill,
-    drop_level,
     iter_levels,
+    iter_orders,
+    unlink,
 )
 from services.order_book.events import (
     BUY,
@@ -209,20 +209,15 @@ class Engine:
         count = 0
         for side in book.sides:
             for level in iter_levels(side):
-                for order in level.orders:
+                for order in iter_orders(level):
                     quantity = order.quantity
-                    if quantity:
-                        order.quantity = 0
-                        seq += 1
-                        count += 1
-                        append(
-                            OnOrderCancelled(
-                                seq, order.order_id, book_id, timestamp, quantity, reason
-                            )
-                        )
-                level.orders.clear()  # break order <-> level cycles
-            side.levels.clear()
-            side.heap.clear()
+                    order.quantity = 0
+                    seq += 1
+                    count += 1
+                    append(
+                        OnOrderCancelled(seq, order.order_id, book_id, timestamp, quantity, reason)
+                    )
+            side.clear()  # also breaks the links between orders (no reference cycles left)
         book.orders.clear()
         self._seq = seq
         return count
@@ -330,12 +325,16 @@ class Engine:
                 level = Level(price_ticks, own)
             levels[price_ticks] = level
             heappush(own.heap, -price_ticks if side == BUY else price_ticks)
+        tail = level.tail
         order = Order(
-            order_id, quantity, self._users.setdefault(username, username), timestamp, level
+            order_id, quantity, self._users.setdefault(username, username), timestamp, level, tail
         )
-        level.orders.append(order)
+        if tail is None:
+            level.head = order
+        else:
+            tail.next = order
+        level.tail = order
         level.qty += quantity
-        level.count += 1
         book.orders[order_id] = order
         return _new(InsertResult, ("", order_id, timestamp, (), 0, quantity))
 
@@ -454,12 +453,16 @@ class Engine:
         level = own.levels.get(price_ticks)
         if level is None:
             level = own.add_level(price_ticks)
+        tail = level.tail
         order = Order(
-            order_id, quantity, self._users.setdefault(username, username), timestamp, level
+            order_id, quantity, self._users.setdefault(username, username), timestamp, level, tail
         )
-        level.orders.append(order)
+        if tail is None:
+            level.head = order
+        else:
+            tail.next = order
+        level.tail = order
         level.qty += quantity
-        level.count += 1
         book.orders[order_id] = order
 
     def _match(
@@ -501,22 +504,21 @@ class Engine:
             if level is None:  # stale key: its level emptied earlier
                 heappop(heap)
                 continue
-            queue = level.orders
-            while True:
-                order = queue[0]
+            order = level.head
+            while order is not None:
                 resting = order.quantity
-                if not resting:  # dead entry (cancelled or amended away)
-                    queue.popleft()
-                    continue
                 if resting <= remaining:
                     fill = resting
-                    queue.popleft()
                     order.quantity = 0
                     del orders[order.order_id]
-                    level.count -= 1
+                    following = order.next
+                    level.head = following
+                    if following is not None:
+                        following.prev = None
                 else:
                     fill = remaining
                     order.quantity = resting - fill
+                    following = order
                 level.qty -= fill
                 remaining -= fill
                 seq += 1
@@ -549,15 +551,16 @@ class Engine:
                     )
                 )
                 trade_id += 1
-                if not level.count:
+                if following is None:  # the level is used up
+                    level.tail = None
                     heappop(heap)
                     del levels[price]
-                    queue.clear()  # dead entries would keep a reference cycle alive
                     if len(opposite.spare) < SPARE_LEVELS:
                         opposite.spare.append(level)
                     break
                 if not remaining:
                     break
+                order = following
             if not remaining:
                 break
         # Consuming a level may expose stale keys: drop them so the top stays live.
@@ -593,20 +596,23 @@ class Engine:
         level = order.level
         price = level.price
         side = level.side
-        level.count -= 1
-        if level.count:
+        prev = order.prev
+        following = order.next
+        if prev is not None:  # unlink in O(1)
+            prev.next = following
+            if following is None:
+                level.tail = prev
+            else:
+                following.prev = prev
             level.qty -= quantity
-            queue = level.orders
-            if queue[0] is order:
-                queue.popleft()
-            elif queue[-1] is order:
-                queue.pop()
-            elif len(queue) > 3 * level.count + STALE_SLACK:
-                level.orders = deque([o for o in queue if o.quantity])
+        elif following is not None:
+            level.head = following
+            following.prev = None
+            level.qty -= quantity
         else:  # the level empties: unindex it, keep the heap's top live (drop_level inlined)
+            level.head = level.tail = None
             levels = side.levels
             del levels[price]
-            level.orders.clear()  # breaks the order <-> level cycle (see drop_level)
             spare = side.spare
             if len(spare) < SPARE_LEVELS:
                 spare.append(level)
@@ -673,19 +679,8 @@ class Engine:
 
         # Loses priority: unlink like a cancel (no event), then re-enter like an insert.
         del orders[order_id]
+        unlink(order)
         order.quantity = 0
-        level.count -= 1
-        if level.count:
-            level.qty -= old_quantity
-            queue = level.orders
-            if queue[0] is order:
-                queue.popleft()
-            elif queue[-1] is order:
-                queue.pop()
-            elif len(queue) > 3 * level.count + STALE_SLACK:
-                level.orders = deque([o for o in queue if o.quantity])
-        else:
-            drop_level(level)
         first_seq = self._seq + 1
         opposite = book.sides[side ^ 1]
         heap = opposite.heap
@@ -752,18 +747,17 @@ class Engine:
                 side_id = side.side
                 for level in iter_levels(side):
                     price = level.price
-                    for order in level.orders:
-                        if order.quantity:
-                            yield RestingOrder(
-                                order.order_id,
-                                book_id,
-                                side_id,
-                                price,
-                                order.quantity,
-                                order.username,
-                                GTC,
-                                order.timestamp,
-                            )
+                    for order in iter_orders(level):
+                        yield RestingOrder(
+                            order.order_id,
+                            book_id,
+                            side_id,
+                            price,
+                            order.quantity,
+                            order.username,
+                            GTC,
+                            order.timestamp,
+                        )
 
     def get_order(self, order_book_id: int, order_id: int) -> RestingOrder | None:
         """A resting order of a book, or None (filled, cancelled or never existed)."""
