@@ -35,7 +35,7 @@ SYSTEST_PROTO_PACKAGE = ("optivex.exchange", "optivex.systest")
 
 def _generate(sources: list[Path], package: Path, rename: tuple[str, str] | None) -> int:
     """Compile ``sources`` into ``package`` (a path under ROOT) with .pyi stubs."""
-    from grpc_tools import protoc  # imported late: only a dev dependency
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # only a dev dependency
 
     out_pkg = ROOT / package
     out_pkg.mkdir(parents=True, exist_ok=True)

@@ -190,8 +190,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 reason = type(value).__name__
     elif report.outcome == "skipped" and isinstance(report.longrepr, tuple):
         reason = str(report.longrepr[2])
-    report.grade_reason = reason  # type: ignore[attr-defined]
-    report.grade_rule = _rule_of(item)  # type: ignore[attr-defined]
+    report.grade_reason = reason
+    report.grade_rule = _rule_of(item)
     return report
 
 

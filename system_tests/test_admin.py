@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
 from system_tests.harness.checks import (
     BUY,
+    RESTING_ORDER_PRICE,
     SELL,
     SPREAD_CAPTURE,
     TOP_OF_BOOK,
+    PriceRule,
     eq,
+    has,
     ok,
     price_eq,
     refused,
@@ -23,7 +27,7 @@ from system_tests.pb import admin_pb2, common_pb2, execution_pb2
 
 
 def _create(
-    symbol: str, tick: float = 0.01, price_rule: int = 0
+    symbol: str, tick: float = 0.01, price_rule: PriceRule = RESTING_ORDER_PRICE
 ) -> admin_pb2.CreateInstrumentRequest:
     return admin_pb2.CreateInstrumentRequest(
         instrument=common_pb2.Instrument(
@@ -34,7 +38,7 @@ def _create(
     )
 
 
-async def _listed(admin: Conn) -> dict[str, object]:
+async def _listed(admin: Conn) -> dict[str, Any]:
     response = ok(await admin.request(admin_pb2.ListInstrumentsRequest()), "ListInstruments")
     return {i.instrument.symbol: i for i in response.instruments}
 
@@ -61,8 +65,8 @@ async def test_create_answers_and_lists_the_instrument(world: World) -> None:
         ),
         (response.order_book_id, SPREAD_CAPTURE, "EUR", 10.0),
         "listed (order_book_id, price_rule, currency, multiplier)",
-    )  # type: ignore[attr-defined]
-    price_eq(listed.tick_size, 0.05, "listed tick_size")  # type: ignore[attr-defined]
+    )
+    price_eq(listed.tick_size, 0.05, "listed tick_size")
 
 
 async def test_instrument_is_in_info_once_admin_has_answered(world: World) -> None:
@@ -105,12 +109,12 @@ async def test_duplicate_symbol_is_refused(world: World) -> None:
         listed[instrument.symbol].order_book_id,
         instrument.book_id,
         "order_book_id of the original after a refused duplicate",
-    )  # type: ignore[attr-defined]
+    )
     price_eq(
         listed[instrument.symbol].tick_size,
         instrument.tick,
         "tick_size of the original after a refused duplicate",
-    )  # type: ignore[attr-defined]
+    )
 
 
 @pytest.mark.parametrize(
@@ -167,7 +171,7 @@ async def test_delete_cancels_resting_orders_and_tells_their_owners(world: World
     for (conn, order_id), quantity in expected.items():
         msg = await conn.expect(
             45,
-            lambda m, o=order_id: m.order_id == o,
+            has(order_id=order_id),
             f"EXECUTION_ON_ORDER_CANCELLED of order {order_id} on {conn.label}",
         )
         eq(
@@ -233,7 +237,7 @@ async def test_clear_cancels_resting_orders_and_keeps_the_instrument(world: Worl
     for conn, order_id in [*((alice, i) for i in ids), (bob, bob_id)]:
         await conn.expect(
             45,
-            lambda m, o=order_id: m.order_id == o,
+            has(order_id=order_id),
             f"EXECUTION_ON_ORDER_CANCELLED of order {order_id}",
         )
     await info.expect(

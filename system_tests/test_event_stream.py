@@ -8,6 +8,7 @@ events are read on separate service connections.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -16,9 +17,12 @@ import pytest
 from system_tests.harness.checks import (
     BUY,
     FOK,
+    GTC,
     IOC,
     SELL,
     SPREAD_CAPTURE,
+    Side,
+    TimeInForce,
     eq,
     ok,
     price_eq,
@@ -53,7 +57,12 @@ async def _event(conn: Conn, kind: int, what: str, **fields: Any) -> Any:
 
 
 def _ob_insert(
-    book_id: int, side: int, price: float, quantity: int, user: str = "sys-a", tif: int = 0
+    book_id: int,
+    side: Side,
+    price: float,
+    quantity: int,
+    user: str = "sys-a",
+    tif: TimeInForce = GTC,
 ) -> Any:
     return order_book_pb2.InsertOrderRequest(
         order_book_id=book_id,
@@ -147,7 +156,7 @@ async def test_sequence_numbers_are_gap_free_and_shared(world: World) -> None:
     seqs = {}
     for name, conn in (("first", ob1), ("second", ob2)):
         numbers = [f.msg.sequence_number for f in conn.frames if _live(f)]
-        gaps = [(a, b) for a, b in zip(numbers, numbers[1:], strict=False) if b != a + 1]
+        gaps = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
         assert numbers and not gaps, (
             f"{name} connection: expected gap-free sequence numbers, received jumps {gaps[:5]}"
         )
@@ -259,7 +268,7 @@ async def test_direct_insert_event_carries_the_owner(world: World) -> None:
     instrument = await world.create_instrument()
     ob = await world.order_book()
     response = ok(
-        await ob.request(_ob_insert(instrument.book_id, BUY, 9.50, 4, user="sys-owner", tif=0)),
+        await ob.request(_ob_insert(instrument.book_id, BUY, 9.50, 4, user="sys-owner", tif=GTC)),
         "direct insert",
     )
     event = await _event(ob, 15, "OnOrderInserted", order_id=response.order_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from system_tests.harness.checks import BUY, IOC, SELL, eq, ok, price_eq, refused
+from system_tests.harness.checks import BUY, IOC, SELL, eq, has, ok, price_eq, refused
 from system_tests.harness.world import World, amend, cancel, insert
 from system_tests.pb import execution_pb2
 
@@ -22,7 +22,7 @@ async def test_fills_reach_every_connection_of_each_owner_and_nobody_else(world:
     for conn, order_id in ((alice1, maker), (alice2, maker), (bob1, taker), (bob2, taker)):
         fill = await conn.expect(
             44,
-            lambda m, o=order_id: m.order_id == o,
+            has(order_id=order_id),
             f"OnFill of order {order_id} on {conn.label} #{world.conns.index(conn)}",
         )
         eq(fill.quantity, 5, "OnFill.quantity")
@@ -57,9 +57,7 @@ async def test_aggressor_fill_follows_its_response(world: World) -> None:
         f"aggressor: expected InsertOrderResponse before its OnFills, received {len(early)} OnFill first"
     )
     for trade_id in response.msg.trade_ids:
-        await bob.expect(
-            44, lambda m, t=trade_id: m.trade_id == t, f"the aggressor's OnFill of trade {trade_id}"
-        )
+        await bob.expect(44, has(trade_id=trade_id), f"the aggressor's OnFill of trade {trade_id}")
 
 
 async def test_fill_fields(world: World) -> None:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from system_tests.harness.checks import eq, ok
+from system_tests.harness.checks import PRICE_DEPTH_BOOK, TOP_OF_BOOK, eq, ok
 from system_tests.harness.conn import Conn
 from system_tests.harness.framing import encode_frame, encode_header
 from system_tests.harness.messages import ON_ERROR, RESPONSE_OF, name_of, type_of
@@ -144,8 +144,12 @@ PIPELINES = {
     ],
     "info": [
         info_pb2.QuotesRequest(),
-        info_pb2.OrderBookSubscribeRequest(instrument_symbol="NO.SUCH-SYM", subscription_type=0),
-        info_pb2.OrderBookUnsubscribeRequest(instrument_symbol="NO.SUCH-SYM", subscription_type=1),
+        info_pb2.OrderBookSubscribeRequest(
+            instrument_symbol="NO.SUCH-SYM", subscription_type=TOP_OF_BOOK
+        ),
+        info_pb2.OrderBookUnsubscribeRequest(
+            instrument_symbol="NO.SUCH-SYM", subscription_type=PRICE_DEPTH_BOOK
+        ),
     ],
     "admin": [
         admin_pb2.ListInstrumentsRequest(),

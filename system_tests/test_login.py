@@ -11,7 +11,7 @@ from system_tests.harness.checks import ADMIN, BUY, IOC, PARTICIPANT, SELL, SERV
 from system_tests.harness.messages import ON_ERROR, RESPONSE_OF, name_of, type_of
 from system_tests.harness.ports import PORTS, endpoint, probe
 from system_tests.harness.world import World, insert, new_symbol
-from system_tests.pb import admin_pb2, common_pb2, execution_pb2, info_pb2
+from system_tests.pb import admin_pb2, common_pb2, execution_pb2, info_pb2, risk_limits_pb2
 
 ROLE_NAMES = {PARTICIPANT: "participant", ADMIN: "admin", SERVICE: "service"}
 
@@ -66,14 +66,8 @@ async def test_unknown_user_is_refused(world: World) -> None:
     """An unknown user gets a LOGIN_RESPONSE with an error; the connection stays unauthenticated."""
     conn = await world.connect(world.target.gateway)
     refused(await conn.login("no-such-user-x", "whatever"), "login of an unknown user")
-    response = await conn.request(risk_limit_probe())
+    response = await conn.request(risk_limits_pb2.GetUserRiskLimitsRequest())
     refused(response, "a request after a refused login", contains="not logged in")
-
-
-def risk_limit_probe() -> object:
-    from system_tests.pb import risk_limits_pb2
-
-    return risk_limits_pb2.GetUserRiskLimitsRequest()
 
 
 @pytest.mark.parametrize(

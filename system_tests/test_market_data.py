@@ -7,6 +7,7 @@ nothing was sent in between (or a barrier instrument, see World.info_barrier).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,13 +18,15 @@ from system_tests.harness.checks import (
     SELL,
     SPREAD_CAPTURE,
     TOP_OF_BOOK,
+    SubscriptionType,
     eq,
+    has,
     ok,
     price_eq,
     refused,
     top,
 )
-from system_tests.harness.conn import Conn
+from system_tests.harness.conn import Conn, Frame
 from system_tests.harness.workload import run_workload
 from system_tests.harness.world import Instrument, World, cancel, insert, subscribe, unsubscribe
 from system_tests.pb import info_pb2
@@ -31,11 +34,17 @@ from system_tests.pb import info_pb2
 TOB, DEPTH, TRADE = 23, 24, 25
 
 
+def _right_after(index: int, frame: Frame) -> bool:
+    return frame.index == index + 1
+
+
 def _ticks(levels: Any, instrument: Instrument) -> list[tuple[int, int]]:
     return [(round(level.price / instrument.tick), level.quantity) for level in levels]
 
 
-async def _subscribed(conn: Conn, instrument: Instrument, kind: int, depth: int = 0) -> Any:
+async def _subscribed(
+    conn: Conn, instrument: Instrument, kind: SubscriptionType, depth: int = 0
+) -> Any:
     """Subscribe; return the state message that must follow the response."""
     request = info_pb2.OrderBookSubscribeRequest(
         instrument_symbol=instrument.symbol, subscription_type=kind, depth=depth
@@ -122,7 +131,7 @@ async def test_subscribe_is_answered_then_immediately_followed_by_the_state(worl
         response = await info.request_frame(request)
         ok(response.msg, f"subscribe type {kind}")
         following = await info.expect_frame(
-            lambda f, i=response.index: f.index == i + 1,
+            partial(_right_after, response.index),
             "the frame right after the subscribe response",
         )
         assert (
@@ -291,9 +300,7 @@ async def test_trade_numbering_is_per_instrument(world: World) -> None:
     for trade_id in ids:
         numbers.append(
             (
-                await early.expect(
-                    TRADE, lambda m, t=trade_id: m.trade_id == t, f"OnTrade {trade_id}"
-                )
+                await early.expect(TRADE, has(trade_id=trade_id), f"OnTrade {trade_id}")
             ).sequence_number
         )
     eq(numbers, [1, 2, 3, 4], "trade sequence numbers of the instrument")

@@ -16,9 +16,12 @@ import pytest
 from system_tests.harness.checks import (
     BUY,
     IOC,
+    RESTING_ORDER_PRICE,
     SELL,
     SPREAD_CAPTURE,
+    PriceRule,
     eq,
+    has,
     ok,
     price_eq,
     refused,
@@ -29,7 +32,7 @@ from system_tests.pb import admin_pb2
 
 
 async def _setup(
-    world: World, tick: float = 0.01, price_rule: int = 0
+    world: World, tick: float = 0.01, price_rule: PriceRule = RESTING_ORDER_PRICE
 ) -> tuple[Instrument, Conn, Conn]:
     instrument = await world.create_instrument(tick=tick, price_rule=price_rule)
     return instrument, await world.gateway(0), await world.gateway(1)
@@ -40,7 +43,7 @@ async def _maker_orders(maker: Conn, trade_ids: list[int]) -> list[int]:
     orders = []
     for trade_id in trade_ids:
         fill = await maker.expect(
-            44, lambda m, t=trade_id: m.trade_id == t, f"the maker's OnFill for trade {trade_id}"
+            44, has(trade_id=trade_id), f"the maker's OnFill for trade {trade_id}"
         )
         orders.append(fill.order_id)
     return orders
@@ -98,9 +101,7 @@ async def test_sweep_fills_best_price_first_then_time(world: World) -> None:
     eq(makers, [o4, o2, o3, o1], "resting orders hit, in fill order (best price, then time)")
     prices = []
     for trade_id in taker.trade_ids:
-        fill = await bob.expect(
-            44, lambda m, t=trade_id: m.trade_id == t, f"taker fill of trade {trade_id}"
-        )
+        fill = await bob.expect(44, has(trade_id=trade_id), f"taker fill of trade {trade_id}")
         prices.append(round(fill.price, 9))
     eq(prices, [10.00, 10.01, 10.01, 10.02], "trade prices in fill order")
     rest = ok(await insert(bob, instrument.symbol, BUY, 10.02, 10, IOC), "IOC for the rest")

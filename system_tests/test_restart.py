@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from system_tests.harness import conn as conn_module
-from system_tests.harness.checks import BUY, IOC, SELL, eq, ok, price_eq, refused
+from system_tests.harness.checks import BUY, IOC, PRICE_DEPTH_BOOK, SELL, eq, ok, price_eq, refused
 from system_tests.harness.exchange import Target, restart_local
 from system_tests.harness.world import Instrument, World, insert, new_symbol, subscribe
 from system_tests.pb import admin_pb2, info_pb2, order_book_pb2
@@ -179,7 +179,7 @@ async def test_resting_orders_survive_a_restart(world: World, before: Before) ->
         "snapshot (remaining quantity, sequence_number) after restart",
     )
     info = await world.info(2)
-    ok(await subscribe(info, before.book.symbol, 1), "subscribe depth")
+    ok(await subscribe(info, before.book.symbol, PRICE_DEPTH_BOOK), "subscribe depth")
     depth = await info.expect(
         24, lambda m: m.instrument_symbol == before.book.symbol, "depth after restart"
     )

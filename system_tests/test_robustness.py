@@ -8,7 +8,7 @@ import asyncio
 import random
 import time
 
-from system_tests.harness.checks import BUY, IOC, PRICE_DEPTH_BOOK, SELL, eq, ok
+from system_tests.harness.checks import BUY, IOC, PRICE_DEPTH_BOOK, SELL, eq, has, ok
 from system_tests.harness.conn import Conn
 from system_tests.harness.framing import encode_frame, encode_header
 from system_tests.harness.messages import ON_ERROR
@@ -63,9 +63,7 @@ async def test_one_byte_writes(world: World) -> None:
     )
     for q in quotes:
         ok(
-            await conn.expect(
-                61, lambda m, r=q.request_id: m.request_id == r, f"QuotesResponse {q.request_id}"
-            ),
+            await conn.expect(61, has(request_id=q.request_id), f"QuotesResponse {q.request_id}"),
             "byte-by-byte request",
         )
 

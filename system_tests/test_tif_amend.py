@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from system_tests.harness.checks import BUY, FOK, IOC, SELL, eq, ok, price_eq, refused
+from system_tests.harness.checks import BUY, FOK, IOC, SELL, eq, has, ok, price_eq, refused
 from system_tests.harness.conn import Conn
 from system_tests.harness.world import Instrument, World, amend, cancel, insert
 
@@ -18,9 +18,7 @@ async def _makers(maker: Conn, trade_ids: list[int]) -> list[tuple[int, int]]:
     """(maker order id, quantity) behind each trade, in fill order."""
     out = []
     for trade_id in trade_ids:
-        fill = await maker.expect(
-            44, lambda m, t=trade_id: m.trade_id == t, f"maker OnFill of trade {trade_id}"
-        )
+        fill = await maker.expect(44, has(trade_id=trade_id), f"maker OnFill of trade {trade_id}")
         out.append((fill.order_id, fill.quantity))
     return out
 

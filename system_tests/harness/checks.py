@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from system_tests.harness.conn import describe
 from system_tests.harness.messages import type_of
+from system_tests.pb import common_pb2, info_pb2
 
-BUY, SELL = 0, 1
-GTC, IOC, FOK = 0, 1, 2
-RESTING_ORDER_PRICE, SPREAD_CAPTURE = 0, 1
-TOP_OF_BOOK, PRICE_DEPTH_BOOK = 0, 1
-PARTICIPANT, ADMIN, SERVICE = 1, 2, 3
+BUY, SELL = common_pb2.BUY, common_pb2.SELL
+GTC, IOC, FOK = common_pb2.GOOD_TILL_CANCEL, common_pb2.IMMEDIATE_OR_CANCEL, common_pb2.FILL_OR_KILL
+RESTING_ORDER_PRICE, SPREAD_CAPTURE = common_pb2.RESTING_ORDER_PRICE, common_pb2.SPREAD_CAPTURE
+TOP_OF_BOOK, PRICE_DEPTH_BOOK = info_pb2.TOP_OF_BOOK, info_pb2.PRICE_DEPTH_BOOK
+PARTICIPANT, ADMIN, SERVICE = common_pb2.PARTICIPANT, common_pb2.ADMIN, common_pb2.SERVICE
+
+Side: TypeAlias = common_pb2.Side.ValueType
+TimeInForce: TypeAlias = common_pb2.TimeInForce.ValueType
+PriceRule: TypeAlias = common_pb2.PriceRule.ValueType
+SubscriptionType: TypeAlias = info_pb2.SubscriptionType.ValueType
+
+
+def has(**fields: Any) -> Callable[[Any], bool]:
+    """A predicate: the message's fields equal ``fields`` (for Conn.expect)."""
+
+    def predicate(msg: Any) -> bool:
+        return all(getattr(msg, name) == value for name, value in fields.items())
+
+    return predicate
 
 
 def show(msg: Any) -> str:

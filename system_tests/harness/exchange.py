@@ -166,7 +166,7 @@ class LocalExchange:
 
 def _children_of(pid: int) -> list[int]:
     """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
-    children = []
+    children: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return children

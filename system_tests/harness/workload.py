@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from system_tests.harness.checks import eq, ok
+from system_tests.harness.checks import BUY, FOK, GTC, IOC, SELL, eq, ok
 from system_tests.harness.conn import Conn
-from system_tests.harness.refbook import BUY, FOK, GTC, IOC, SELL, RefBook
+from system_tests.harness.refbook import RefBook
 from system_tests.harness.world import Instrument, amend, cancel, insert
 
 Levels = list[tuple[int, int]]

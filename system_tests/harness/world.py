@@ -22,7 +22,18 @@ from typing import Any
 import pytest
 
 from system_tests.harness import checks
-from system_tests.harness.checks import BUY, GTC, IOC, SELL, ok
+from system_tests.harness.checks import (
+    BUY,
+    GTC,
+    IOC,
+    SELL,
+    PriceRule,
+    Side,
+    SubscriptionType,
+    TimeInForce,
+    has,
+    ok,
+)
 from system_tests.harness.conn import LAST_EXECUTION_REQUEST, Conn, Endpoint
 from system_tests.harness.exchange import Target
 from system_tests.pb import admin_pb2, common_pb2, execution_pb2, info_pb2, order_book_pb2
@@ -41,7 +52,7 @@ class Instrument:
     symbol: str
     book_id: int
     tick: float
-    price_rule: int
+    price_rule: PriceRule
     created_timestamp: int
 
     def px(self, ticks: int) -> float:
@@ -125,7 +136,7 @@ class World:
     async def create_instrument(
         self,
         tick: float = 0.01,
-        price_rule: int = checks.RESTING_ORDER_PRICE,
+        price_rule: PriceRule = checks.RESTING_ORDER_PRICE,
         symbol: str | None = None,
         description: str = "system test instrument",
     ) -> Instrument:
@@ -151,7 +162,9 @@ class World:
             self.created.remove(symbol)
         return response
 
-    async def create_book(self, ob: Conn, tick: float = 0.01, price_rule: int = 0) -> Any:
+    async def create_book(
+        self, ob: Conn, tick: float = 0.01, price_rule: PriceRule = checks.RESTING_ORDER_PRICE
+    ) -> Any:
         """ORDER_BOOK_CREATE_REQUEST straight to the Order Book (deleted at teardown)."""
         response = ok(
             await ob.request(
@@ -178,9 +191,7 @@ class World:
         sell = ok(await insert(conn, instrument.symbol, SELL, price, 1), "barrier sell")
         buy = ok(await insert(conn, instrument.symbol, BUY, price, 1, IOC), "barrier buy")
         for order_id in (sell.order_id, buy.order_id):
-            await conn.expect(
-                44, lambda m, o=order_id: m.order_id == o, f"the barrier fill of order {order_id}"
-            )
+            await conn.expect(44, has(order_id=order_id), f"the barrier fill of order {order_id}")
 
     async def info_barrier(self, conn: Conn) -> None:
         """Return once Info has sent ``conn`` everything caused by events so far.
@@ -259,10 +270,10 @@ class World:
 async def insert(
     conn: Conn,
     symbol: str,
-    side: int,
+    side: Side,
     price: float,
     quantity: int,
-    tif: int = GTC,
+    tif: TimeInForce = GTC,
     client_order_id: str = "",
 ) -> Any:
     """EXECUTION_INSERT_ORDER_REQUEST; returns the response (success or not)."""
@@ -292,7 +303,7 @@ async def amend(conn: Conn, symbol: str, order_id: int, price: float, quantity: 
     )
 
 
-async def subscribe(conn: Conn, symbol: str, kind: int, depth: int = 0) -> Any:
+async def subscribe(conn: Conn, symbol: str, kind: SubscriptionType, depth: int = 0) -> Any:
     return await conn.request(
         info_pb2.OrderBookSubscribeRequest(
             instrument_symbol=symbol, subscription_type=kind, depth=depth
@@ -300,7 +311,7 @@ async def subscribe(conn: Conn, symbol: str, kind: int, depth: int = 0) -> Any:
     )
 
 
-async def unsubscribe(conn: Conn, symbol: str, kind: int) -> Any:
+async def unsubscribe(conn: Conn, symbol: str, kind: SubscriptionType) -> Any:
     return await conn.request(
         info_pb2.OrderBookUnsubscribeRequest(instrument_symbol=symbol, subscription_type=kind)
     )
