@@ -21,11 +21,17 @@ sent to both and the ratio compares like with like.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from google.protobuf.message import Message
 
 from services.common.auth import Authenticator
 from services.common.clock import Clock
@@ -39,19 +45,27 @@ from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session, Slot
 
 log = logging.getLogger("optivex.relay")
+R = TypeVar("R", bound=Message)
 
 MT = common_pb2.MessageType
 
 
 @dataclass(frozen=True, kw_only=True)
 class EchoConfig(CommonConfig):
-    """The echo end: an Order Book that remembers nothing.
+    """The echo end: an Order Book that remembers nothing (but may journal).
 
     It plays the Order Book's part, so it takes the Order Book's config section
-    (the config loader knows only the four services' names).
+    (the config loader knows only the four services' names).  ``journal``
+    measures the cost of durability alone: ``none``; ``loop`` (write and
+    ``fdatasync`` once per event-loop turn on the loop, then answer: the Order
+    Book's current group commit); ``thread`` (the same group commit on a
+    writer thread, the loop keeps reading and the next batch forms meanwhile).
     """
 
     SERVICE: ClassVar[str] = "order_book"
+
+    journal: Literal["none", "loop", "thread"] = "none"
+    data_dir: Path = Path("./var/echo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +85,12 @@ class EchoApp:
         self.config = config
         self.clock = clock
         self._next_order_id = 1
+        self._fd = -1
+        self._records: list[bytes] = []
+        self._answers: list[tuple[Session, Slot, bytes]] = []
+        self._commit_scheduled = False
+        self._syncing = False
+        self._writer = ThreadPoolExecutor(1, "echo-journal") if config.journal == "thread" else None
         service = frozenset({int(Role.SERVICE)})
         self.server = WireServer(
             "echo",
@@ -87,10 +107,19 @@ class EchoApp:
         )
 
     async def start(self) -> tuple[str, int]:
+        if self.config.journal != "none":
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            path = self.config.data_dir / "echo.journal"
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return await self.server.start(self.config.host, self.config.port)
 
     async def stop(self) -> None:
         await self.server.stop()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def on_login(self, session: Session) -> None:
         pass
@@ -98,33 +127,83 @@ class EchoApp:
     def on_close(self, session: Session) -> None:
         pass
 
+    def _answer(self, session: Session, request: Any, response_type: int, response: R) -> R | None:
+        """Answer now, or (journal on) once the request's record is on disk."""
+        if self._fd < 0:
+            return response
+        self._records.append(request.SerializeToString())
+        frame = encode_frame(response_type, response.SerializeToString())
+        self._answers.append((session, session.reserve(), frame))
+        if not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit)
+        return None
+
+    def _commit(self) -> None:
+        self._commit_scheduled = False
+        if self._syncing or not self._records:
+            return  # the batch in flight picks these up when it is done
+        records, self._records = self._records, []
+        answers, self._answers = self._answers, []
+        if self._writer is None:
+            _write_and_sync(self._fd, records)
+            self._release(answers)
+            return
+        self._syncing = True
+        future = asyncio.get_running_loop().run_in_executor(
+            self._writer, _write_and_sync, self._fd, records
+        )
+        future.add_done_callback(lambda _: self._synced(answers))
+
+    def _synced(self, answers: list[tuple[Session, Slot, bytes]]) -> None:
+        self._syncing = False
+        self._release(answers)
+        if self._records:
+            self._commit()
+
+    @staticmethod
+    def _release(answers: list[tuple[Session, Slot, bytes]]) -> None:
+        for session, slot, frame in answers:
+            session.fulfil(slot, frame)
+
     def _insert(
         self, session: Session, request: order_book_pb2.InsertOrderRequest
-    ) -> order_book_pb2.InsertOrderResponse:
+    ) -> order_book_pb2.InsertOrderResponse | None:
         order_id = self._next_order_id
         self._next_order_id += 1
-        return order_book_pb2.InsertOrderResponse(
+        response = order_book_pb2.InsertOrderResponse(
             request_id=request.request_id,
             order_id=order_id,
             timestamp=self.clock.now_ns(),
             resting_quantity=request.quantity,
         )
+        return self._answer(session, request, MT.ORDER_BOOK_INSERT_ORDER_RESPONSE, response)
 
     def _cancel(
         self, session: Session, request: order_book_pb2.CancelOrderRequest
-    ) -> order_book_pb2.CancelOrderResponse:
-        return order_book_pb2.CancelOrderResponse(
+    ) -> order_book_pb2.CancelOrderResponse | None:
+        response = order_book_pb2.CancelOrderResponse(
             request_id=request.request_id, cancelled_quantity=1
         )
+        return self._answer(session, request, MT.ORDER_BOOK_CANCEL_ORDER_RESPONSE, response)
 
     def _amend(
         self, session: Session, request: order_book_pb2.AmendOrderRequest
-    ) -> order_book_pb2.AmendOrderResponse:
-        return order_book_pb2.AmendOrderResponse(
+    ) -> order_book_pb2.AmendOrderResponse | None:
+        response = order_book_pb2.AmendOrderResponse(
             request_id=request.request_id,
             timestamp=self.clock.now_ns(),
             resting_quantity=request.quantity,
         )
+        return self._answer(session, request, MT.ORDER_BOOK_AMEND_ORDER_RESPONSE, response)
+
+
+def _write_and_sync(fd: int, records: list[bytes]) -> None:
+    """Append a batch and make it durable (runs on the loop or on the writer thread)."""
+    data = memoryview(b"".join(len(r).to_bytes(4, "big") + r for r in records))
+    while data:
+        data = data[os.write(fd, data) :]
+    os.fdatasync(fd)
 
 
 class RelayApp:
