@@ -154,7 +154,15 @@ class RiskGatewayApp:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> tuple[str, int]:
-        restored = self.store.load()
+        try:
+            restored = self.store.load()
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            # Starting without the saved limits would silently lift them: refuse.
+            # (OSError is what the lifecycle runner reports as "cannot start".)
+            raise OSError(
+                f"risk state in {self.config.data_dir} is unreadable ({exc}); "
+                "fix or move it away to start afresh"
+            ) from exc
         restored.apply(self.engine, self.clock.monotonic())
         self.coids = restored.coids
         self.execution.coids = restored.coids

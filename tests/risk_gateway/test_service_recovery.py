@@ -248,3 +248,15 @@ async def test_a_gateway_started_before_the_order_book_connects_when_it_appears(
         assert common_pb2.MessageType.Name(MT.EXECUTION_ON_FILL) == "EXECUTION_ON_FILL"
     finally:
         await exchange.stop()
+
+
+async def test_an_unreadable_risk_state_refuses_to_start(tmp_path: Path) -> None:
+    exchange = Exchange(tmp_path, book_port=free_port(), info_port=free_port())
+    (tmp_path / "gateway").mkdir()
+    (tmp_path / "gateway" / "risk_state.json").write_text("{not json")
+    try:
+        await exchange.start_gateway()
+    except OSError as exc:
+        assert "unreadable" in str(exc)
+    else:
+        raise AssertionError("started on an unreadable risk state")
