@@ -47,14 +47,18 @@ def _summary(results: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(relay, dict) or not isinstance(e2e, dict):
         return None
     relay_best, e2e_best = relay.get("max_sustained"), e2e.get("max_sustained")
-    if not relay_best or e2e_best is None:
+    if relay_best is None or e2e_best is None:
         return None
     summary: dict[str, Any] = {
         "exchange_max_sustained": e2e_best,
         "relay_max_sustained": relay_best,
-        "exchange_to_relay": round(e2e_best / relay_best, 3),
+        "exchange_to_relay": round(e2e_best / relay_best, 3) if relay_best else None,
         "goal_exchange_to_relay": ">= 0.125 (1/8)",
     }
+    if relay.get("peak_achieved") and e2e.get("peak_achieved"):
+        summary["exchange_peak_achieved"] = e2e["peak_achieved"]
+        summary["relay_peak_achieved"] = relay["peak_achieved"]
+        summary["exchange_to_relay_peak"] = round(e2e["peak_achieved"] / relay["peak_achieved"], 3)
     for loop, value in e2e.get("max_sustained_by_loop", {}).items():
         base = relay.get("max_sustained_by_loop", {}).get(loop)
         if base:
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"_meta": results.pop("_meta"), "summary": summary, **results}
         print(
             f"\nexchange / null relay max sustained: {summary['exchange_max_sustained']:,.0f} / "
-            f"{summary['relay_max_sustained']:,.0f} = {summary['exchange_to_relay']:.3f} "
+            f"{summary['relay_max_sustained']:,.0f} = {summary['exchange_to_relay']} "
             "(goal >= 0.125)"
         )
     out = Path(options.out)

@@ -114,6 +114,9 @@ def run(results: dict[str, Any]) -> None:
         (r["figures"]["max_sustained"] for r in runs.values()), default=0
     )
     results["max_sustained_by_loop"] = {k: r["figures"]["max_sustained"] for k, r in runs.items()}
+    results["peak_achieved"] = max(
+        (r["figures"]["peak_achieved"] for r in runs.values()), default=0
+    )
     table = markdown_table(
         headline_header(list(FIXED_RATES)), headline_rows("exchange", runs, list(FIXED_RATES))
     )
