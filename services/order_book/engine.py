@@ -30,9 +30,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
-from decimal import Decimal
 from heapq import heappop, heappush
 
 from services.common.prices import check_tick_size
@@ -40,18 +37,38 @@ from services.order_book.book import (
     SPARE_LEVELS,
     STALE_SLACK,
     Book,
-    BookSide,
     Level,
     Order,
-    can_fill,
     iter_levels,
     iter_orders,
     unlink,
 )
+from services.order_book.errors import (
+    AMEND_PRICE,
+    AMEND_QUANTITY,
+    AMEND_UNKNOWN_BOOK,
+    AMEND_UNKNOWN_ORDER,
+    CANCEL_UNKNOWN_BOOK,
+    CANCEL_UNKNOWN_ORDER,
+    ERR_CLIENT_ORDER_ID,
+    ERR_PRICE,
+    ERR_PRICE_RULE,
+    ERR_QUANTITY,
+    ERR_SIDE,
+    ERR_TIME_IN_FORCE,
+    ERR_UNKNOWN_BOOK,
+    ERR_UNKNOWN_ORDER,
+    INSERT_CLIENT_ORDER_ID,
+    INSERT_PRICE,
+    INSERT_QUANTITY,
+    INSERT_SIDE,
+    INSERT_TIME_IN_FORCE,
+    INSERT_UNKNOWN_BOOK,
+    MAX_CLIENT_ORDER_ID_BYTES,
+)
 from services.order_book.events import (
     BUY,
     FOK,
-    GTC,
     IOC,
     MAX_PRICE_TICKS,
     MAX_QUANTITY,
@@ -59,97 +76,48 @@ from services.order_book.events import (
     SELL,
     SPREAD_CAPTURE,
     AmendResult,
-    BookInfo,
     CancelReason,
     CancelResult,
     ClearBookResult,
     CreateBookResult,
     DeleteBookResult,
     Event,
-    ExchangeStats,
     InsertResult,
     OnOrderAmended,
     OnOrderBookCreated,
     OnOrderBookDeleted,
     OnOrderCancelled,
     OnOrderInserted,
-    OnTrade,
-    RestingOrder,
 )
+from services.order_book.matching import PLACEHOLDER, Matching
+from services.order_book.views import EngineViews
 
-__all__ = ["MAX_CLIENT_ORDER_ID_BYTES", "Engine"]
-
-#: PROTOCOL.md: client_order_id is at most 64 bytes of UTF-8.
-MAX_CLIENT_ORDER_ID_BYTES = 64
+__all__ = [
+    "ERR_CLIENT_ORDER_ID",
+    "ERR_PRICE",
+    "ERR_PRICE_RULE",
+    "ERR_QUANTITY",
+    "ERR_SIDE",
+    "ERR_TIME_IN_FORCE",
+    "ERR_UNKNOWN_BOOK",
+    "ERR_UNKNOWN_ORDER",
+    "MAX_CLIENT_ORDER_ID_BYTES",
+    "Engine",
+]
 
 _new = tuple.__new__  # builds NamedTuples without their Python-level __new__
 _REQUESTED = CancelReason.REQUESTED
 _UNFILLED = CancelReason.UNFILLED
 
-# Error texts never echo ids (someone else's order must look exactly like an unknown one).
-ERR_UNKNOWN_BOOK = "unknown order book"
-ERR_UNKNOWN_ORDER = "unknown order (not resting in this book)"
-ERR_QUANTITY = f"quantity must be between 1 and {MAX_QUANTITY}"
-ERR_PRICE = f"price must be between 1 and {MAX_PRICE_TICKS} ticks"
-ERR_SIDE = "side must be BUY (0) or SELL (1)"
-ERR_TIME_IN_FORCE = (
-    "time_in_force must be GOOD_TILL_CANCEL (0), IMMEDIATE_OR_CANCEL (1) or FILL_OR_KILL (2)"
-)
-ERR_CLIENT_ORDER_ID = f"client_order_id is longer than {MAX_CLIENT_ORDER_ID_BYTES} bytes of UTF-8"
-ERR_PRICE_RULE = "price_rule must be RESTING_ORDER_PRICE (0) or SPREAD_CAPTURE (1)"
 
-# Refusals are constants: rejecting allocates nothing.
-_INSERT_UNKNOWN_BOOK = InsertResult(ERR_UNKNOWN_BOOK, 0, 0, (), 0, 0)
-_INSERT_QUANTITY = InsertResult(ERR_QUANTITY, 0, 0, (), 0, 0)
-_INSERT_PRICE = InsertResult(ERR_PRICE, 0, 0, (), 0, 0)
-_INSERT_SIDE = InsertResult(ERR_SIDE, 0, 0, (), 0, 0)
-_INSERT_TIME_IN_FORCE = InsertResult(ERR_TIME_IN_FORCE, 0, 0, (), 0, 0)
-_INSERT_CLIENT_ORDER_ID = InsertResult(ERR_CLIENT_ORDER_ID, 0, 0, (), 0, 0)
-_CANCEL_UNKNOWN_BOOK = CancelResult(ERR_UNKNOWN_BOOK, 0, 0, 0)
-_CANCEL_UNKNOWN_ORDER = CancelResult(ERR_UNKNOWN_ORDER, 0, 0, 0)
-_AMEND_UNKNOWN_BOOK = AmendResult(ERR_UNKNOWN_BOOK, 0, (), 0, 0, 0)
-_AMEND_UNKNOWN_ORDER = AmendResult(ERR_UNKNOWN_ORDER, 0, (), 0, 0, 0)
-_AMEND_QUANTITY = AmendResult(ERR_QUANTITY, 0, (), 0, 0, 0)
-_AMEND_PRICE = AmendResult(ERR_PRICE, 0, (), 0, 0, 0)
-
-# Stands in for an OnOrderInserted/OnOrderAmended until its trade ids are known.
-_PLACEHOLDER = OnOrderBookDeleted(0, 0, 0)
-
-
-class Engine:
+class Engine(Matching, EngineViews):
     """All order books of one exchange and their single, gap-free event stream.
 
     Commands are methods that return result values and append events; read the
     events with :meth:`drain_events`. Nothing here is thread-safe: one writer.
     """
 
-    __slots__ = (
-        "_books",
-        "_coids",
-        "_events",
-        "_next_book_id",
-        "_next_order_id",
-        "_next_trade_id",
-        "_retired_profit",
-        "_seq",
-        "_traded_volume",
-        "_users",
-    )
-
-    def __init__(self) -> None:
-        self._books: dict[int, Book] = {}
-        self._events: list[Event] = []
-        self._seq = 0  # last sequence number handed out
-        self._next_book_id = 1
-        self._next_order_id = 1
-        self._next_trade_id = 1
-        self._traded_volume = 0
-        # (tick_size, profit_ticks) of deleted books: their profit stays in the stats.
-        self._retired_profit: list[tuple[float, int]] = []
-        # username -> client_order_id -> the InsertResult of the accepted insert.
-        self._coids: dict[str, dict[str, InsertResult]] = {}
-        # One str object per username, shared by all of its resting orders.
-        self._users: dict[str, str] = {}
+    __slots__ = ()
 
     # ------------------------------------------------------------------ events
 
@@ -158,11 +126,6 @@ class Engine:
         events = self._events
         self._events = []
         return events
-
-    @property
-    def last_sequence_number(self) -> int:
-        """Sequence number of the newest event (0 before the first)."""
-        return self._seq
 
     # ------------------------------------------------------------- book admin
 
@@ -253,13 +216,13 @@ class Engine:
             )
         book = self._books.get(order_book_id)
         if book is None:
-            return _INSERT_UNKNOWN_BOOK
+            return INSERT_UNKNOWN_BOOK
         if not 0 < quantity <= MAX_QUANTITY:
-            return _INSERT_QUANTITY
+            return INSERT_QUANTITY
         if not 0 < price_ticks <= MAX_PRICE_TICKS:
-            return _INSERT_PRICE
+            return INSERT_PRICE
         if not 0 <= time_in_force <= FOK:
-            return _INSERT_TIME_IN_FORCE
+            return INSERT_TIME_IN_FORCE
         if side == BUY:
             heap = book.asks.heap
             if heap and heap[0] <= price_ticks:
@@ -273,7 +236,7 @@ class Engine:
                     book, username, side, price_ticks, quantity, time_in_force, timestamp
                 )
         else:
-            return _INSERT_SIDE
+            return INSERT_SIDE
         if time_in_force == FOK:
             # Nothing crosses, so nothing can fill; the crossing path handles the rest.
             return self._insert_crossing(
@@ -360,7 +323,7 @@ class Engine:
             len(client_order_id) > MAX_CLIENT_ORDER_ID_BYTES // 4
             and len(client_order_id.encode("utf-8", "surrogatepass")) > MAX_CLIENT_ORDER_ID_BYTES
         ):
-            return _INSERT_CLIENT_ORDER_ID
+            return INSERT_CLIENT_ORDER_ID
         result = self.insert(
             order_book_id, username, side, price_ticks, quantity, time_in_force, "", timestamp
         )
@@ -369,209 +332,6 @@ class Engine:
                 table = self._coids[self._users.setdefault(username, username)] = {}
             table[client_order_id] = result
         return result
-
-    def _insert_crossing(
-        self,
-        book: Book,
-        username: str,
-        side: int,
-        price_ticks: int,
-        quantity: int,
-        time_in_force: int,
-        timestamp: int,
-    ) -> InsertResult:
-        """Insert that may trade (the top of the other side crosses) or is a FOK."""
-        order_id = self._next_order_id
-        self._next_order_id = order_id + 1
-        book_id = book.order_book_id
-        opposite = book.sides[side ^ 1]
-        events = self._events
-        first_seq = self._seq + 1
-        if time_in_force == FOK and not can_fill(opposite, price_ticks, quantity):
-            remaining = quantity
-            seq = first_seq
-            trade_ids: tuple[int, ...] = ()
-            events.append(
-                OnOrderInserted(
-                    seq,
-                    order_id,
-                    book_id,
-                    timestamp,
-                    side,
-                    price_ticks,
-                    quantity,
-                    (),
-                    username,
-                    time_in_force,
-                )
-            )
-        else:
-            position = len(events)
-            events.append(_PLACEHOLDER)
-            first_trade = self._next_trade_id
-            remaining, seq = self._match(
-                book, opposite, side, price_ticks, quantity, order_id, timestamp, first_seq
-            )
-            trade_ids = tuple(range(first_trade, self._next_trade_id))
-            events[position] = OnOrderInserted(
-                first_seq,
-                order_id,
-                book_id,
-                timestamp,
-                side,
-                price_ticks,
-                quantity,
-                trade_ids,
-                username,
-                time_in_force,
-            )
-        resting = 0
-        if remaining:
-            if time_in_force == GTC:
-                self._rest(book, side, order_id, price_ticks, remaining, username, timestamp)
-                resting = remaining
-            else:
-                seq += 1
-                events.append(
-                    OnOrderCancelled(seq, order_id, book_id, timestamp, remaining, _UNFILLED)
-                )
-        self._seq = seq
-        return InsertResult("", order_id, timestamp, trade_ids, quantity - remaining, resting)
-
-    def _rest(
-        self,
-        book: Book,
-        side: int,
-        order_id: int,
-        price_ticks: int,
-        quantity: int,
-        username: str,
-        timestamp: int,
-    ) -> None:
-        """Append an order at the back of its price level (creating the level)."""
-        own = book.sides[side]
-        level = own.levels.get(price_ticks)
-        if level is None:
-            level = own.add_level(price_ticks)
-        tail = level.tail
-        order = Order(
-            order_id, quantity, self._users.setdefault(username, username), timestamp, level, tail
-        )
-        if tail is None:
-            level.head = order
-        else:
-            tail.next = order
-        level.tail = order
-        level.qty += quantity
-        book.orders[order_id] = order
-
-    def _match(
-        self,
-        book: Book,
-        opposite: BookSide,
-        side: int,
-        limit: int,
-        quantity: int,
-        order_id: int,
-        timestamp: int,
-        seq: int,
-    ) -> tuple[int, int]:
-        """Fill an aggressor against ``opposite``, best price first, FIFO within a level.
-
-        Appends one OnTrade per fill numbered from ``seq + 1`` (``seq`` itself is the
-        aggressor's own event) and returns ``(remaining quantity, last seq used)``.
-        """
-        heap = opposite.heap
-        levels = opposite.levels
-        orders = book.orders
-        append = self._events.append
-        book_id = book.order_book_id
-        spread = book.price_rule == SPREAD_CAPTURE
-        buy = side == BUY
-        trade_id = self._next_trade_id
-        remaining = quantity
-        profit = 0
-        while heap:
-            if buy:
-                price = heap[0]
-                if price > limit:
-                    break
-            else:
-                price = -heap[0]
-                if price < limit:
-                    break
-            level = levels.get(price)
-            if level is None:  # stale key: its level emptied earlier
-                heappop(heap)
-                continue
-            order = level.head
-            while order is not None:
-                resting = order.quantity
-                if resting <= remaining:
-                    fill = resting
-                    order.quantity = 0
-                    del orders[order.order_id]
-                    following = order.next
-                    level.head = following
-                    if following is not None:
-                        following.prev = None
-                else:
-                    fill = remaining
-                    order.quantity = resting - fill
-                    following = order
-                level.qty -= fill
-                remaining -= fill
-                seq += 1
-                if buy:
-                    buyer = order_id
-                    seller = order.order_id
-                else:
-                    buyer = order.order_id
-                    seller = order_id
-                if spread:
-                    profit += (limit - price if buy else price - limit) * fill
-                    aggressor_price = limit
-                else:
-                    aggressor_price = price
-                append(
-                    _new(
-                        OnTrade,
-                        (
-                            seq,
-                            trade_id,
-                            book_id,
-                            timestamp,
-                            buyer,
-                            seller,
-                            price,
-                            fill,
-                            side,
-                            aggressor_price,
-                        ),
-                    )
-                )
-                trade_id += 1
-                if following is None:  # the level is used up
-                    level.tail = None
-                    heappop(heap)
-                    del levels[price]
-                    if len(opposite.spare) < SPARE_LEVELS:
-                        opposite.spare.append(level)
-                    break
-                if not remaining:
-                    break
-                order = following
-            if not remaining:
-                break
-        # Consuming a level may expose stale keys: drop them so the top stays live.
-        sign = opposite.sign
-        while heap and sign * heap[0] not in levels:
-            heappop(heap)
-        self._next_trade_id = trade_id
-        self._traded_volume += quantity - remaining
-        if profit:
-            book.profit_ticks += profit
-        return remaining, seq
 
     # ----------------------------------------------------------------- cancel
 
@@ -585,11 +345,11 @@ class Engine:
         """
         book = self._books.get(order_book_id)
         if book is None:
-            return _CANCEL_UNKNOWN_BOOK
+            return CANCEL_UNKNOWN_BOOK
         orders = book.orders
         order = orders.get(order_id)
         if order is None or (username and order.username != username):
-            return _CANCEL_UNKNOWN_ORDER
+            return CANCEL_UNKNOWN_ORDER
         del orders[order_id]
         quantity = order.quantity
         order.quantity = 0
@@ -651,15 +411,15 @@ class Engine:
         """
         book = self._books.get(order_book_id)
         if book is None:
-            return _AMEND_UNKNOWN_BOOK
+            return AMEND_UNKNOWN_BOOK
         if not 0 < quantity <= MAX_QUANTITY:
-            return _AMEND_QUANTITY
+            return AMEND_QUANTITY
         if not 0 < price_ticks <= MAX_PRICE_TICKS:
-            return _AMEND_PRICE
+            return AMEND_PRICE
         orders = book.orders
         order = orders.get(order_id)
         if order is None or (username and order.username != username):
-            return _AMEND_UNKNOWN_ORDER
+            return AMEND_UNKNOWN_ORDER
         level = order.level
         side = level.side.side
         old_quantity = order.quantity
@@ -686,7 +446,7 @@ class Engine:
         heap = opposite.heap
         if heap and (heap[0] <= price_ticks if side == BUY else -heap[0] >= price_ticks):
             position = len(events)
-            events.append(_PLACEHOLDER)
+            events.append(PLACEHOLDER)
             first_trade = self._next_trade_id
             remaining, seq = self._match(
                 book, opposite, side, price_ticks, quantity, order_id, timestamp, first_seq
@@ -715,128 +475,3 @@ class Engine:
             self._rest(book, side, order_id, price_ticks, remaining, order.username, timestamp)
         self._seq = seq
         return AmendResult("", timestamp, trade_ids, quantity - remaining, remaining, side)
-
-    # ------------------------------------------------------------ read views
-
-    def books(self) -> Iterator[BookInfo]:
-        """Live books in id order (the first part of the login snapshot)."""
-        for book in self._books.values():
-            yield BookInfo(book.order_book_id, book.tick_size, book.price_rule)
-
-    def book_info(self, order_book_id: int) -> BookInfo | None:
-        """One live book, or None."""
-        book = self._books.get(order_book_id)
-        if book is None:
-            return None
-        return BookInfo(book.order_book_id, book.tick_size, book.price_rule)
-
-    def resting_orders(self, order_book_id: int | None = None) -> Iterator[RestingOrder]:
-        """Resting orders with remaining quantity, in an order a mirror can rebuild from.
-
-        Per book (id order), bids then asks, best price first, FIFO within a level:
-        inserting them in this order reproduces every level's time priority.
-        """
-        if order_book_id is None:
-            books = list(self._books.values())
-        else:
-            one = self._books.get(order_book_id)
-            books = [] if one is None else [one]
-        for book in books:
-            book_id = book.order_book_id
-            for side in book.sides:
-                side_id = side.side
-                for level in iter_levels(side):
-                    price = level.price
-                    for order in iter_orders(level):
-                        yield RestingOrder(
-                            order.order_id,
-                            book_id,
-                            side_id,
-                            price,
-                            order.quantity,
-                            order.username,
-                            GTC,
-                            order.timestamp,
-                        )
-
-    def get_order(self, order_book_id: int, order_id: int) -> RestingOrder | None:
-        """A resting order of a book, or None (filled, cancelled or never existed)."""
-        book = self._books.get(order_book_id)
-        order = None if book is None else book.orders.get(order_id)
-        if book is None or order is None:
-            return None
-        level = order.level
-        return RestingOrder(
-            order_id,
-            order_book_id,
-            level.side.side,
-            level.price,
-            order.quantity,
-            order.username,
-            GTC,
-            order.timestamp,
-        )
-
-    def depth(self, order_book_id: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """Aggregated book: ``(bids, asks)`` as (price_ticks, quantity), best first.
-
-        An unknown book has an empty depth.
-        """
-        book = self._books.get(order_book_id)
-        if book is None:
-            return [], []
-        bids = [(level.price, level.qty) for level in iter_levels(book.bids)]
-        asks = [(level.price, level.qty) for level in iter_levels(book.asks)]
-        return bids, asks
-
-    def stats(self) -> ExchangeStats:
-        """Exchange totals: profit (price units), trades, volume and resting orders."""
-        profit = sum(
-            (Decimal(repr(tick)) * ticks for tick, ticks in self._profit_by_book()),
-            Decimal(0),
-        )
-        return ExchangeStats(
-            float(profit),
-            self._next_trade_id - 1,
-            self._traded_volume,
-            sum(len(book.orders) for book in self._books.values()),
-        )
-
-    def _profit_by_book(self) -> Iterator[tuple[float, int]]:
-        yield from self._retired_profit
-        for book in self._books.values():
-            if book.profit_ticks:
-                yield book.tick_size, book.profit_ticks
-
-    def state_hash(self) -> str:
-        """SHA-256 of a canonical dump of the whole state (not of pending events).
-
-        Covers counters, sequence number, books, resting orders in priority order with
-        remaining quantities, the client_order_id table and the stats, so two engines
-        with equal hashes behave identically from here on.
-        """
-        digest = hashlib.sha256()
-
-        def put(*fields: object) -> None:
-            digest.update(repr(fields).encode("utf-8", "surrogatepass"))
-            digest.update(b"\n")
-
-        put(
-            "counters",
-            self._seq,
-            self._next_book_id,
-            self._next_order_id,
-            self._next_trade_id,
-            self._traded_volume,
-        )
-        put("retired", *self._retired_profit)
-        for book in self._books.values():
-            put("book", book.order_book_id, book.tick_size, book.price_rule, book.profit_ticks)
-            for order in self.resting_orders(book.order_book_id):
-                put("order", *order)
-        for username in sorted(self._coids):
-            table = self._coids[username]
-            for client_order_id in sorted(table):
-                put("coid", username, client_order_id, *table[client_order_id])
-        put("stats", *self.stats())
-        return digest.hexdigest()

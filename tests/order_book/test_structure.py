@@ -16,7 +16,7 @@ from services.order_book.book import STALE_SLACK, Book, iter_orders
 from services.order_book.engine import Engine
 from services.order_book.events import BUY, GTC, RESTING_ORDER_PRICE, SELL
 
-PURE_MODULES = ["engine", "book", "events"]
+PURE_MODULES = ["engine", "book", "events", "errors", "matching", "state", "views"]
 FORBIDDEN = ("asyncio", "google.protobuf", "services.common.pb", "services.common.wire")
 
 
