@@ -34,6 +34,8 @@ def settings() -> dict[str, Any]:
         "refine": int(os.environ.get("OPTIVEX_BENCH_REFINE", "1")),
         "loops": os.environ.get("OPTIVEX_BENCH_LOOPS", ",".join(LOOPS)).split(","),
         "connections": int(os.environ.get("OPTIVEX_BENCH_CONNECTIONS", "4")),
+        # find-max starts no step after this many seconds (keeps `make bench` bounded)
+        "budget_s": float(os.environ.get("OPTIVEX_BENCH_BUDGET_S", "45")),
     }
 
 
@@ -57,6 +59,7 @@ def find_max_args(conf: dict[str, Any]) -> list[str]:
         "--factor", str(conf["factor"]),
         "--refine", str(conf["refine"]),
         "--retries", "1",
+        "--budget", str(conf["budget_s"]),
         "--p99-limit-ms", "10",
         "--min-achieved", "0.95",
     ]  # fmt: skip

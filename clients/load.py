@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--max-rate", type=_positive_float, default=200_000.0)
     steps.add_argument("--refine", type=int, default=2, help="bisection steps after the first miss")
     steps.add_argument("--retries", type=int, default=1, help="tries again before a miss counts")
+    steps.add_argument(
+        "--budget", type=float, default=0.0, help="find-max: start no step after this many s"
+    )
     steps.add_argument("--p99-limit-ms", type=_positive_float, default=10.0)
     steps.add_argument("--min-achieved", type=_positive_float, default=0.95)
     steps.add_argument("--max-error-ratio", type=float, default=0.2)
@@ -227,10 +230,15 @@ async def find_max(
     rate = ns.start_rate
     downs = 0
 
+    deadline = time.monotonic() + ns.budget if ns.budget else math.inf
+
+    def out_of_time() -> bool:
+        return time.monotonic() > deadline
+
     async def attempt(rate: float) -> dict[str, Any]:
         """One step, tried again on a miss (``--retries``): one stall of a shared
         machine should not decide the answer, two in a row do."""
-        for _ in range(max(0, ns.retries)):
+        for _ in range(max(0, ns.retries) if not out_of_time() else 0):
             step = await run_step(rate)
             steps.append(step)
             await pause()
@@ -241,7 +249,7 @@ async def find_max(
         await pause()
         return step
 
-    while rate <= ns.max_rate:
+    while rate <= ns.max_rate and not out_of_time():
         step = await attempt(rate)
         if passes(step, ns):
             best = step
@@ -254,7 +262,7 @@ async def find_max(
             rate /= ns.factor * ns.factor
     low = best["target_rate"] if best else 0.0
     for _ in range(max(0, ns.refine)):
-        if missed is None or low <= 0 or (missed - low) / missed < 0.08:
+        if missed is None or low <= 0 or (missed - low) / missed < 0.08 or out_of_time():
             break
         rate = round((low + missed) / 2, -1)
         step = await attempt(rate)

@@ -116,6 +116,7 @@ async def test_find_max_steps_up_then_bisects() -> None:
         p99_limit_ms=10.0,
         max_error_ratio=0.2,
         retries=0,
+        budget=0.0,
     )
     capacity = 5000.0
     asked: list[float] = []
