@@ -9,9 +9,14 @@ Pure: no asyncio, no protobuf.
 
 from __future__ import annotations
 
+from typing import Final
+
 from services.risk_gateway.windows import Series, View
 
-__all__ = ["Account", "Exposure", "OrderCheck", "RateCheck", "Ticket", "UserState"]
+__all__ = ["UNLIMITED", "Account", "Exposure", "OrderCheck", "RateCheck", "Ticket", "UserState"]
+
+UNLIMITED: Final = 1 << 200
+"""Stands in for "no limit" in checks: larger than any sum of quantities or amounts."""
 
 
 class Exposure:
@@ -50,6 +55,7 @@ class UserState:
         "accounts",
         "exposures",
         "max_outstanding",
+        "max_outstanding_layer",
         "messages",
         "name",
         "outstanding",
@@ -62,7 +68,9 @@ class UserState:
         self.messages = Series(("m", name), keep_s)
         self.outstanding = 0
         self.reserved = 0
-        self.max_outstanding: tuple[tuple[int, str], ...] = ()
+        self.max_outstanding = UNLIMITED
+        """The tightest account-wide max_outstanding_quantity of both layers."""
+        self.max_outstanding_layer = ""
         self.rate_checks: tuple[RateCheck, ...] = ()
         self.accounts: dict[str, Account] = {}
         self.exposures: dict[int, Exposure] = {}
@@ -74,13 +82,24 @@ class Account:
     ``orders`` records each order's quantity (``v``) and amount (``w``) together.
     """
 
-    __slots__ = ("max_amount", "max_outstanding", "order_checks", "orders", "symbol")
+    __slots__ = (
+        "max_amount",
+        "max_amount_layer",
+        "max_outstanding",
+        "max_outstanding_layer",
+        "order_checks",
+        "orders",
+        "symbol",
+    )
 
     def __init__(self, user: str, symbol: str, keep_s: float) -> None:
         self.symbol = symbol
         self.orders = Series(("o", user, symbol), keep_s)
-        self.max_outstanding: tuple[tuple[int, str], ...] = ()
-        self.max_amount: tuple[tuple[int, str], ...] = ()
+        self.max_outstanding = UNLIMITED
+        self.max_outstanding_layer = ""
+        self.max_amount = UNLIMITED
+        """In amount units; the tightest of both layers."""
+        self.max_amount_layer = ""
         self.order_checks: tuple[OrderCheck, ...] = ()
 
 

@@ -30,10 +30,10 @@ its window entries when the Order Book refused it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
 
-from services.risk_gateway.accounts import Account, Exposure, Ticket, UserState
+from services.risk_gateway.accounts import UNLIMITED, Account, Exposure, Ticket, UserState
 from services.risk_gateway.limit_values import (
     ADMIN,
     AMOUNT_SCALE,
@@ -69,8 +69,7 @@ __all__ = [
     "validate_user_limits",
 ]
 
-_UNLIMITED: Final = 1 << 200
-"""Stands in for "no limit" in combined checks (larger than any sum)."""
+_UNLIMITED: Final = UNLIMITED
 
 JournalHook = Callable[[Hashable, float, int, int], None]
 """Called with (series key, time, v, w) for every record (and, negated, un-record)."""
@@ -183,10 +182,8 @@ class RiskEngine:
 
     def _refresh_user(self, user: UserState) -> None:
         layers = [(layer, self.get_user_limits(user.name, layer)) for layer in LAYERS]
-        user.max_outstanding = tuple(
-            (limits.max_outstanding_quantity, layer)
-            for layer, limits in layers
-            if limits.max_outstanding_quantity > 0
+        user.max_outstanding, user.max_outstanding_layer = _tightest(
+            (limits.max_outstanding_quantity, layer) for layer, limits in layers
         )
         by_window: dict[int, tuple[int, str]] = {}
         for layer, lim in layers:
@@ -205,15 +202,11 @@ class RiskEngine:
             for layer in LAYERS
             if (lim := self.instrument_limits[layer].get(username, {}).get(account.symbol))
         ]
-        account.max_outstanding = tuple(
-            (lim.max_outstanding_quantity, layer)
-            for layer, lim in present
-            if lim.max_outstanding_quantity > 0
+        account.max_outstanding, account.max_outstanding_layer = _tightest(
+            (lim.max_outstanding_quantity, layer) for layer, lim in present
         )
-        account.max_amount = tuple(
-            (amount_limit_units(lim.max_outstanding_amount), layer)
-            for layer, lim in present
-            if lim.max_outstanding_amount > 0
+        account.max_amount, account.max_amount_layer = _tightest(
+            (amount_limit_units(lim.max_outstanding_amount), layer) for layer, lim in present
         )
         # One check per window length: the tightest quantity and amount limits of
         # that length (either layer); amounts scaled to amount units once, here.
@@ -269,24 +262,25 @@ class RiskEngine:
                 series.expire(view, now)
             if view.total >= limit:
                 return _rate_breach(limit, view.window_s, layer)
-        if user.max_outstanding:
-            held = user.outstanding + user.reserved
-            for limit, layer in user.max_outstanding:
-                if held + quantity > limit:
-                    return _outstanding_breach("", limit, layer, held, quantity)
+        # Each outstanding limit is the tightest of both layers (_UNLIMITED if none).
+        held = user.outstanding + user.reserved
+        if held + quantity > user.max_outstanding:
+            return _outstanding_breach(
+                "", user.max_outstanding, user.max_outstanding_layer, held, quantity
+            )
         account = user.accounts.get(symbol) or self.account(user, symbol)
         exposure = user.exposures.get(order_book_id) or self.exposure(username, order_book_id)
+        held = exposure.quantity + exposure.reserved_quantity
+        if held + quantity > account.max_outstanding:
+            return _outstanding_breach(
+                symbol, account.max_outstanding, account.max_outstanding_layer, held, quantity
+            )
         amount = quantity * unit_price
-        if account.max_outstanding:
-            held = exposure.quantity + exposure.reserved_quantity
-            for limit, layer in account.max_outstanding:
-                if held + quantity > limit:
-                    return _outstanding_breach(symbol, limit, layer, held, quantity)
-        if account.max_amount:
-            held = exposure.amount + exposure.reserved_amount
-            for limit, layer in account.max_amount:
-                if held + amount > limit:
-                    return _amount_breach(symbol, limit, layer, held, amount)
+        held = exposure.amount + exposure.reserved_amount
+        if held + amount > account.max_amount:
+            return _amount_breach(
+                symbol, account.max_amount, account.max_amount_layer, held, amount
+            )
         for series, view, q_limit, q_layer, a_limit, a_layer in account.order_checks:
             if now >= view.expires:
                 series.expire(view, now)
@@ -348,20 +342,33 @@ class RiskEngine:
         extra_amount = new_amount - old_amount
         if extra > 0:
             held = user.outstanding + user.reserved
-            for limit, layer in user.max_outstanding:
-                if held + extra > limit:
-                    return _outstanding_breach("", limit, layer, held - old_quantity, new_quantity)
+            if held + extra > user.max_outstanding:
+                return _outstanding_breach(
+                    "",
+                    user.max_outstanding,
+                    user.max_outstanding_layer,
+                    held - old_quantity,
+                    new_quantity,
+                )
             held = exposure.quantity + exposure.reserved_quantity
-            for limit, layer in account.max_outstanding:
-                if held + extra > limit:
-                    return _outstanding_breach(
-                        symbol, limit, layer, held - old_quantity, new_quantity
-                    )
+            if held + extra > account.max_outstanding:
+                return _outstanding_breach(
+                    symbol,
+                    account.max_outstanding,
+                    account.max_outstanding_layer,
+                    held - old_quantity,
+                    new_quantity,
+                )
         if extra_amount > 0:
             held = exposure.amount + exposure.reserved_amount
-            for limit, layer in account.max_amount:
-                if held + extra_amount > limit:
-                    return _amount_breach(symbol, limit, layer, held - old_amount, new_amount)
+            if held + extra_amount > account.max_amount:
+                return _amount_breach(
+                    symbol,
+                    account.max_amount,
+                    account.max_amount_layer,
+                    held - old_amount,
+                    new_amount,
+                )
         counts_as_new = new_unit_price != old_unit_price or extra > 0
         if counts_as_new:
             for series, view, q_limit, q_layer, a_limit, a_layer in account.order_checks:
@@ -455,6 +462,15 @@ class RiskEngine:
         now = self._now()
         for series in self.series():
             series.trim(now)
+
+
+def _tightest(limits: Iterable[tuple[int, str]]) -> tuple[int, str]:
+    """The smallest positive limit and its layer; (_UNLIMITED, "") if none is set."""
+    best = (_UNLIMITED, "")
+    for limit, layer in limits:
+        if 0 < limit < best[0]:
+            best = (limit, layer)
+    return best
 
 
 # ------------------------------------------------------------------------ error texts
