@@ -128,8 +128,7 @@ class Subscriber(asyncio.Protocol):
         self.logged_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def data_received(self, data: bytes) -> None:
         now = time.time_ns()
@@ -184,9 +183,10 @@ async def _subscribers(port: int, count: int, symbol: str, pipe: Pipe) -> None:
     subscribers = []
     users = ["alice", "bob", "carol", "dave"]
     for index in range(count):
-        _, sub = await loop.create_connection(
+        transport, sub = await loop.create_connection(
             functools.partial(Subscriber, index < PROBES, stats), "127.0.0.1", port
         )
+        sub.transport = transport  # uvloop: before connection_made
         user = users[index % len(users)]
         sub.send(0, common_pb2.LoginRequest(request_id=1, username=user, password=f"{user}-demo"))
         subscribers.append(sub)
@@ -198,23 +198,29 @@ async def _subscribers(port: int, count: int, symbol: str, pipe: Pipe) -> None:
         )
     done = loop.create_future()
 
-    def on_command() -> None:
-        command = pipe.recv()
+    async def handle(command: str) -> Any:
         if command == "reset":
-            stats["counts"] = {}
-            stats["latencies"] = []
-            stats["trade_arrival"] = []
-            stats["tob_arrival"] = []
+            stats.update(counts={}, latencies=[], trade_arrival=[], tob_arrival=[])
             for sub in subscribers:
                 sub.pending_trades.clear()
-            pipe.send("ok")
-        elif command == "report":
-            pipe.send(dict(stats))
-        else:
-            done.set_result(None)
+            return "ok"
+        if command == "report":
+            return dict(stats)
+        done.set_result(None)
+        return "bye"
 
-    loop.add_reader(pipe.fileno(), on_command)
+    def serve_pipe() -> None:
+        # A blocking pipe served from a thread: the loop never touches its fd (uvloop
+        # would make it non-blocking, and a big report would not fit in one write).
+        while True:
+            command = pipe.recv()
+            answer = asyncio.run_coroutine_threadsafe(handle(command), loop).result()
+            pipe.send(answer)
+            if answer == "bye":
+                return
+
     pipe.send("ready")
+    threading.Thread(target=serve_pipe, daemon=True).start()
     await done
     for sub in subscribers:
         assert sub.transport is not None
@@ -353,19 +359,28 @@ async def _bench(
             )
             child.start()
             loop = asyncio.get_running_loop()
-            assert await loop.run_in_executor(None, pipe.recv) == "ready"
+            parent = pipe
+
+            async def ask(command: str | None, timeout: float = 120.0) -> Any:
+                """Send a command (None: just wait) and wait, bounded, for the answer."""
+                if command is not None:
+                    parent.send(command)
+                ready = await loop.run_in_executor(None, parent.poll, timeout)
+                if not ready:
+                    raise RuntimeError(f"subscriber process did not answer {command!r}")
+                return parent.recv()
+
+            assert await ask(None) == "ready"
             load = Load(ob, created.order_book_id)
             await load.run(2000, 1.0)  # warm-up: a book to trade against
             for rate in rates:
-                pipe.send("reset")
-                await loop.run_in_executor(None, pipe.recv)
+                await ask("reset")
                 cpu_info, cpu_ob = info.cpu_seconds(), order_book.cpu_seconds()
                 cpu_subs, cpu_self = process_cpu(child.pid), time.process_time()
                 started = time.perf_counter()
                 achieved = await load.run(rate, seconds)
                 elapsed = time.perf_counter() - started
-                pipe.send("report")
-                report = await loop.run_in_executor(None, pipe.recv)
+                report = await ask("report")
                 counts = report["counts"]
                 deliveries = sum(counts.get(k, 0) for k in (23, 24, 25))
                 latencies = report["latencies"]
@@ -402,7 +417,7 @@ async def _bench(
             ob.close()
             admin.close()
         finally:
-            if pipe is not None:
+            if pipe is not None and child is not None and child.is_alive():
                 pipe.send("stop")
             if child is not None:
                 child.join(10)
