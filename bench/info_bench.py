@@ -163,8 +163,9 @@ class Subscriber(asyncio.Protocol):
         self.transport.write(encode_frame(kind, message.SerializeToString()))
 
 
-def subscriber_main(port: int, count: int, symbol: str, pipe: Pipe) -> None:
-    """Child process: ``count`` subscribers; answers "reset" and "report" on ``pipe``.
+def subscriber_main(port: int, count: int, probes: int, symbol: str, pipe: Pipe) -> None:
+    """Child process: ``count`` subscribers (the first ``probes`` measure latency);
+    answers "reset" and "report" on ``pipe``.
 
     The subscribers are the measuring instrument, so they run on uvloop when it is
     installed (less of the machine's CPU goes to measuring).
@@ -172,19 +173,19 @@ def subscriber_main(port: int, count: int, symbol: str, pipe: Pipe) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_subscribers(port, count, symbol, pipe))
+        asyncio.run(_subscribers(port, count, probes, symbol, pipe))
     else:
-        uvloop.run(_subscribers(port, count, symbol, pipe))
+        uvloop.run(_subscribers(port, count, probes, symbol, pipe))
 
 
-async def _subscribers(port: int, count: int, symbol: str, pipe: Pipe) -> None:
+async def _subscribers(port: int, count: int, probes: int, symbol: str, pipe: Pipe) -> None:
     loop = asyncio.get_running_loop()
     stats: dict[str, Any] = {"counts": {}, "latencies": [], "trade_arrival": [], "tob_arrival": []}
     subscribers = []
     users = ["alice", "bob", "carol", "dave"]
     for index in range(count):
         transport, sub = await loop.create_connection(
-            functools.partial(Subscriber, index < PROBES, stats), "127.0.0.1", port
+            functools.partial(Subscriber, index < probes, stats), "127.0.0.1", port
         )
         sub.transport = transport  # uvloop: before connection_made
         user = users[index % len(users)]
@@ -308,8 +309,60 @@ def percentile(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6
 
 
+class SubscriberPool:
+    """The subscriber processes, each with a pipe for commands."""
+
+    def __init__(self, port: int, subscribers: int, processes: int, symbol: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.children: list[tuple[Any, Pipe]] = []
+        for index in range(processes):
+            count = subscribers // processes + (1 if index < subscribers % processes else 0)
+            parent, child_end = context.Pipe()
+            probes = PROBES // processes + (1 if index < PROBES % processes else 0)
+            child = context.Process(
+                target=subscriber_main, args=(port, count, probes, symbol, child_end)
+            )
+            child.start()
+            self.children.append((child, parent))
+
+    async def ask(self, command: str, timeout: float = 120.0) -> list[Any]:
+        """Send ``command`` to every child ("ready": only wait) and collect the answers."""
+        loop = asyncio.get_running_loop()
+        answers = []
+        for _child, pipe in self.children:
+            if command != "ready":
+                pipe.send(command)
+        for child, pipe in self.children:
+            if not await loop.run_in_executor(None, pipe.poll, timeout):
+                raise RuntimeError(f"subscriber process {child.pid} did not answer {command!r}")
+            answers.append(pipe.recv())
+        return answers
+
+    def cpu_seconds(self) -> float:
+        return sum(process_cpu(child.pid) for child, _ in self.children)
+
+    def stop(self) -> None:
+        for child, pipe in self.children:
+            if child.is_alive():
+                pipe.send("stop")
+        for child, _ in self.children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+
+
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {"counts": {}, "latencies": [], "trade_arrival": [], "tob_arrival": []}
+    for report in reports:
+        for kind, count in report["counts"].items():
+            merged["counts"][kind] = merged["counts"].get(kind, 0) + count
+        for key in ("latencies", "trade_arrival", "tob_arrival"):
+            merged[key] += report[key]
+    return merged
+
+
 async def _bench(
-    rates: list[float], seconds: float, subscribers: int, loop_name: str
+    rates: list[float], seconds: float, subscribers: int, processes: int, loop_name: str
 ) -> list[dict[str, Any]]:
     password = secrets.token_urlsafe(16)
     env = {**os.environ, "OPTIVEX_SERVICE_PASSWORD": password, "OPTIVEX_LOOP": loop_name}
@@ -321,8 +374,7 @@ async def _bench(
             env,
         )
         info = None
-        child = None
-        pipe = None
+        pool: SubscriberPool | None = None
         try:
             order_book.wait_ready()
             info = Service(
@@ -352,35 +404,19 @@ async def _bench(
                     order_book_id=created.order_book_id,
                 ),
             )
-            context = multiprocessing.get_context("spawn")
-            pipe, child_end = context.Pipe()
-            child = context.Process(
-                target=subscriber_main, args=(info.port, subscribers, "FAN", child_end)
-            )
-            child.start()
-            loop = asyncio.get_running_loop()
-            parent = pipe
-
-            async def ask(command: str | None, timeout: float = 120.0) -> Any:
-                """Send a command (None: just wait) and wait, bounded, for the answer."""
-                if command is not None:
-                    parent.send(command)
-                ready = await loop.run_in_executor(None, parent.poll, timeout)
-                if not ready:
-                    raise RuntimeError(f"subscriber process did not answer {command!r}")
-                return parent.recv()
-
-            assert await ask(None) == "ready"
+            pool = SubscriberPool(info.port, subscribers, processes, "FAN")
+            await pool.ask("ready")
             load = Load(ob, created.order_book_id)
             await load.run(2000, 1.0)  # warm-up: a book to trade against
             for rate in rates:
-                await ask("reset")
+                await pool.ask("reset")
                 cpu_info, cpu_ob = info.cpu_seconds(), order_book.cpu_seconds()
-                cpu_subs, cpu_self = process_cpu(child.pid), time.process_time()
+                cpu_subs, cpu_self = pool.cpu_seconds(), time.process_time()
                 started = time.perf_counter()
                 achieved = await load.run(rate, seconds)
                 elapsed = time.perf_counter() - started
-                report = await ask("report")
+                report = merge(await pool.ask("report"))
+                cpu_info = info.cpu_seconds() - cpu_info
                 counts = report["counts"]
                 deliveries = sum(counts.get(k, 0) for k in (23, 24, 25))
                 latencies = report["latencies"]
@@ -403,12 +439,13 @@ async def _bench(
                         "tob_arrival_p50_ms": round(percentile(report["tob_arrival"], 0.5), 3),
                         "tob_arrival_p99_ms": round(percentile(report["tob_arrival"], 0.99), 3),
                         "load_average": round(os.getloadavg()[0], 1),
-                        "info_cpu_pct": round(100 * (info.cpu_seconds() - cpu_info) / elapsed),
+                        "info_cpu_pct": round(100 * cpu_info / elapsed),
+                        "info_us_per_delivery": round(1e6 * cpu_info / max(deliveries, 1), 2),
                         "order_book_cpu_pct": round(
                             100 * (order_book.cpu_seconds() - cpu_ob) / elapsed
                         ),
                         "subscribers_cpu_pct": round(
-                            100 * (process_cpu(child.pid) - cpu_subs) / elapsed
+                            100 * (pool.cpu_seconds() - cpu_subs) / elapsed
                         ),
                         "load_cpu_pct": round(100 * (time.process_time() - cpu_self) / elapsed),
                     }
@@ -417,12 +454,8 @@ async def _bench(
             ob.close()
             admin.close()
         finally:
-            if pipe is not None and child is not None and child.is_alive():
-                pipe.send("stop")
-            if child is not None:
-                child.join(10)
-                if child.is_alive():
-                    child.kill()
+            if pool is not None:
+                pool.stop()
             if info is not None:
                 info.stop()
             order_book.stop()
@@ -444,6 +477,7 @@ COLUMNS = (
     ("tob_arrival_p50_ms", "TOB arrival p50"),
     ("tob_arrival_p99_ms", "TOB arrival p99"),
     ("info_cpu_pct", "Info CPU %"),
+    ("info_us_per_delivery", "Info CPU us/delivery"),
     ("order_book_cpu_pct", "Order Book CPU %"),
     ("subscribers_cpu_pct", "subscribers CPU %"),
     ("load_cpu_pct", "load CPU %"),
@@ -470,13 +504,24 @@ def run(results: dict[str, Any], argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument(
+        "--subscriber-processes", type=int, default=2, help="processes the subscribers share"
+    )
+    parser.add_argument(
         "--loop", default=os.environ.get("OPTIVEX_BENCH_INFO_LOOPS", "asyncio,uvloop")
     )
     options = parser.parse_args(argv or [])
     rates = [float(r) for r in options.rates.split(",")]
     rows: list[dict[str, Any]] = []
     for loop_name in options.loop.split(","):
-        rows += asyncio.run(_bench(rates, options.duration, options.subscribers, loop_name))
+        rows += asyncio.run(
+            _bench(
+                rates,
+                options.duration,
+                options.subscribers,
+                options.subscriber_processes,
+                loop_name,
+            )
+        )
     results["rows"] = rows
     results["table"] = table(rows)
     at_target = [r for r in rows if r["target_orders_per_s"] == 10_000]
