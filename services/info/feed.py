@@ -34,7 +34,7 @@ from services.common.config import InfoConfig
 from services.common.pb import common_pb2, order_book_pb2
 from services.common.wire.client import UpstreamConnection
 from services.common.wire.errors import ConnectionLost, RemoteError
-from services.info.mirror import Mirror, MirrorError
+from services.info.mirror import Mirror, MirrorError, SequenceGap
 from services.info.translate import EVENT_TYPES, event_from_pb
 
 log = logging.getLogger("optivex.info.feed")
@@ -229,6 +229,10 @@ class OrderBookFeed:
             event = event_from_pb(message_type, message, mirror, self.clock.now_ns())
             mirror.apply(event)
         except MirrorError as exc:
+            if building is None and not isinstance(exc, SequenceGap):
+                # The read in progress may have left a book half-updated: publish
+                # nothing more from this mirror; the next snapshot replaces it.
+                mirror.drain()
             self.resync(str(exc))
             return
         if building is not None and building.live:
