@@ -10,13 +10,16 @@ failure is recorded, not hidden), and writes ``bench/results/bench.json`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,31 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+PER_BENCHMARK_S = int(os.environ.get("OPTIVEX_BENCH_TIMEOUT_S", "420"))
+"""A benchmark that hangs is stopped after this long and recorded as failed."""
+
+
+class BenchmarkTimeout(Exception):
+    """A benchmark ran past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Raise :class:`BenchmarkTimeout` in the main thread after ``seconds`` (SIGALRM)."""
+    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise BenchmarkTimeout(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _load_average() -> str:
@@ -119,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         section: dict[str, Any] = {}
         try:
-            module.run(section)
+            with _time_limit(PER_BENCHMARK_S):
+                module.run(section)
         except Exception as exc:
             traceback.print_exc()
             section["status"] = f"failed: {exc!r}"
