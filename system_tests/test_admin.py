@@ -227,7 +227,13 @@ async def test_clear_cancels_resting_orders_and_keeps_the_instrument(world: Worl
     ]
     bob_id = ok(await insert(bob, instrument.symbol, BUY, 9.00, 2), "bob bid").order_id
     info = await world.info(2 if len(world.target.participants) > 2 else 0)
+    await world.info_barrier(info)  # Info has applied the orders: its first state has them
     ok(await subscribe(info, instrument.symbol, TOP_OF_BOOK), "subscribe")
+    await info.expect(
+        23,
+        lambda m: m.instrument_symbol == instrument.symbol and top(m)[1] is not None,
+        "the first top of book, with the asks",
+    )
     admin = await world.admin()
     response = ok(
         await admin.request(admin_pb2.ClearOrderBookRequest(instrument_symbol=instrument.symbol)),

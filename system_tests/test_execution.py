@@ -144,14 +144,23 @@ async def test_client_order_id_resend_returns_the_original_outcome(world: World)
     alice, bob, carol = await world.gateway(0), await world.gateway(1), await world.gateway(2)
     ok(await insert(bob, instrument.symbol, BUY, 10.00, 2), "bob's bid")
     first = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 5, client_order_id="coid-1"),
+        await insert(
+            alice, instrument.symbol, SELL, 10.00, 5, client_order_id=f"coid-1-{instrument.symbol}"
+        ),
         "first insert",
     )
     eq((first.traded_quantity, first.resting_quantity), (2, 3), "first insert (traded, resting)")
     other = await world.gateway(0)
     for conn, name in ((alice, "same connection"), (other, "another connection")):
         again = ok(
-            await insert(conn, instrument.symbol, BUY, 11.00, 9, client_order_id="coid-1"),
+            await insert(
+                conn,
+                instrument.symbol,
+                BUY,
+                11.00,
+                9,
+                client_order_id=f"coid-1-{instrument.symbol}",
+            ),
             f"resend on the {name}",
         )
         eq(
@@ -174,10 +183,21 @@ async def test_client_order_id_is_per_user(world: World) -> None:
     instrument = await world.create_instrument()
     alice, bob = await world.gateway(0), await world.gateway(1)
     first = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 5, client_order_id="shared-id"), "alice"
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            5,
+            client_order_id=f"shared-id-{instrument.symbol}",
+        ),
+        "alice",
     )
     second = ok(
-        await insert(bob, instrument.symbol, SELL, 10.00, 5, client_order_id="shared-id"), "bob"
+        await insert(
+            bob, instrument.symbol, SELL, 10.00, 5, client_order_id=f"shared-id-{instrument.symbol}"
+        ),
+        "bob",
     )
     assert second.order_id != first.order_id, (
         f"equal client_order_id of two users: expected two orders, received order {first.order_id} twice"
@@ -189,15 +209,37 @@ async def test_refused_insert_does_not_use_up_its_client_order_id(world: World) 
     instrument = await world.create_instrument()
     alice = await world.gateway(0)
     refused(
-        await insert(alice, instrument.symbol, SELL, 10.005, 5, client_order_id="retry-me"),
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.005,
+            5,
+            client_order_id=f"retry-me-{instrument.symbol}",
+        ),
         "insert off the grid",
     )
     accepted = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 5, client_order_id="retry-me"),
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            5,
+            client_order_id=f"retry-me-{instrument.symbol}",
+        ),
         "corrected insert",
     )
     again = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 5, client_order_id="retry-me"), "resend"
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            5,
+            client_order_id=f"retry-me-{instrument.symbol}",
+        ),
+        "resend",
     )
     eq(
         again.order_id,
@@ -207,16 +249,21 @@ async def test_refused_insert_does_not_use_up_its_client_order_id(world: World) 
 
 
 @pytest.mark.parametrize(
-    ("text", "accepted"),
-    [("x" * 64, True), ("é" * 32, True), ("x" * 65, False), ("é" * 33, False)],
+    ("filler", "size", "accepted"),
+    [("x", 64, True), ("é", 64, True), ("x", 65, False), ("é", 66, False)],
     ids=["64-ascii", "64-bytes-utf8", "65-ascii", "66-bytes-utf8"],
 )
-async def test_client_order_id_is_at_most_64_bytes(world: World, text: str, accepted: bool) -> None:
+async def test_client_order_id_is_at_most_64_bytes(
+    world: World, filler: str, size: int, accepted: bool
+) -> None:
     """client_order_id is optional, at most 64 bytes of UTF-8."""
     instrument = await world.create_instrument()
     alice = await world.gateway(0)
+    # Unique per run (the symbol is), padded to exactly `size` bytes with `filler`.
+    text = instrument.symbol + filler * ((size - len(instrument.symbol)) // len(filler.encode()))
+    text += "x" * (size - len(text.encode()))
+    assert len(text.encode()) == size
     response = await insert(alice, instrument.symbol, SELL, 10.00, 1, client_order_id=text)
-    size = len(text.encode())
     if accepted:
         ok(response, f"insert with a {size}-byte client_order_id")
     else:
@@ -229,10 +276,16 @@ async def test_resend_of_a_filled_ioc_returns_its_trades(world: World) -> None:
     alice, bob = await world.gateway(0), await world.gateway(1)
     ok(await insert(alice, instrument.symbol, SELL, 10.00, 3), "maker")
     first = ok(
-        await insert(bob, instrument.symbol, BUY, 10.00, 5, IOC, client_order_id="ioc-1"), "IOC"
+        await insert(
+            bob, instrument.symbol, BUY, 10.00, 5, IOC, client_order_id=f"ioc-1-{instrument.symbol}"
+        ),
+        "IOC",
     )
     again = ok(
-        await insert(bob, instrument.symbol, BUY, 10.00, 5, IOC, client_order_id="ioc-1"), "resend"
+        await insert(
+            bob, instrument.symbol, BUY, 10.00, 5, IOC, client_order_id=f"ioc-1-{instrument.symbol}"
+        ),
+        "resend",
     )
     eq(
         (again.order_id, list(again.trade_ids), again.traded_quantity, again.resting_quantity),

@@ -64,6 +64,18 @@ async def _subscribed(
     return state.msg
 
 
+async def _caught_up(world: World, who: int) -> Conn:
+    """An Info connection on which Info has applied every event caused so far.
+
+    Info mirrors the Order Book with some lag; a subscription's first message is
+    Info's current state, so tests that check it against orders placed just
+    before wait for Info to catch up first (see World.info_barrier).
+    """
+    conn = await world.info(who)
+    await world.info_barrier(conn)
+    return conn
+
+
 async def _next(conn: Conn, message_type: int, instrument: Instrument, what: str) -> Any:
     return await conn.expect(message_type, lambda m: m.instrument_symbol == instrument.symbol, what)
 
@@ -149,7 +161,7 @@ async def test_top_of_book_state_on_subscribe(world: World) -> None:
     ok(await insert(bob, instrument.symbol, BUY, 9.99, 3), "bid 2 same price")
     ok(await insert(alice, instrument.symbol, BUY, 9.98, 5), "lower bid")
     ok(await insert(bob, instrument.symbol, SELL, 10.02, 7), "ask")
-    state = await _subscribed(await world.info(0), instrument, TOP_OF_BOOK)
+    state = await _subscribed(await _caught_up(world, 0), instrument, TOP_OF_BOOK)
     eq(top(state), ((9.99, 13), (10.02, 7)), "top of book (best bid, best ask)")
 
 
@@ -173,7 +185,7 @@ async def test_depth_state_on_subscribe(world: World) -> None:
         (SELL, 10.02, 7),
     ):
         ok(await insert(alice, instrument.symbol, side, price, quantity), "order")
-    state = await _subscribed(await world.info(0), instrument, PRICE_DEPTH_BOOK, depth=0)
+    state = await _subscribed(await _caught_up(world, 0), instrument, PRICE_DEPTH_BOOK, depth=0)
     eq(_ticks(state.bids, instrument), [(999, 13), (998, 5), (950, 1)], "depth bids")
     eq(_ticks(state.asks, instrument), [(1002, 7), (1005, 1)], "depth asks")
 
@@ -186,7 +198,7 @@ async def test_depth_is_limited_per_side(world: World, depth: int) -> None:
     for i in range(3):
         ok(await insert(alice, instrument.symbol, BUY, instrument.px(990 - i), 1), "bid")
         ok(await insert(alice, instrument.symbol, SELL, instrument.px(1000 + i), 1), "ask")
-    state = await _subscribed(await world.info(0), instrument, PRICE_DEPTH_BOOK, depth=depth)
+    state = await _subscribed(await _caught_up(world, 0), instrument, PRICE_DEPTH_BOOK, depth=depth)
     eq(
         _ticks(state.bids, instrument),
         [(990 - i, 1) for i in range(depth)],
@@ -210,7 +222,7 @@ async def test_top_of_book_is_sent_only_when_the_top_changes(world: World) -> No
     instrument = await world.create_instrument()
     alice = await world.gateway(0)
     ok(await insert(alice, instrument.symbol, BUY, 10.00, 5), "best bid")
-    info = await world.info(1)
+    info = await _caught_up(world, 1)
     await _subscribed(info, instrument, TOP_OF_BOOK)
     ok(await insert(alice, instrument.symbol, BUY, 9.90, 5), "a worse bid (top unchanged)")
     ok(await insert(alice, instrument.symbol, SELL, 10.50, 5), "an ask (top changed)")
@@ -236,7 +248,7 @@ async def test_depth_message_only_when_its_limited_view_changes(world: World) ->
     instrument = await world.create_instrument()
     alice = await world.gateway(0)
     ok(await insert(alice, instrument.symbol, BUY, 10.00, 5), "best bid")
-    info = await world.info(1)
+    info = await _caught_up(world, 1)
     await _subscribed(info, instrument, PRICE_DEPTH_BOOK, depth=1)
     ok(await insert(alice, instrument.symbol, BUY, 9.90, 5), "a second level (outside depth 1)")
     ok(await insert(alice, instrument.symbol, SELL, 10.10, 4), "an ask (inside depth 1)")
@@ -358,6 +370,7 @@ async def test_unsubscribe_stops_updates_and_resubscribe_restarts_numbering(worl
     ok(await unsubscribe(info, instrument.symbol, TOP_OF_BOOK), "unsubscribe")
     ok(await insert(alice, instrument.symbol, BUY, 10.01, 1), "better bid after unsubscribing")
     ok(await insert(alice, instrument.symbol, BUY, 10.02, 1), "better bid again")
+    await world.info_barrier(info)  # Info has applied both bids (and sent nothing for them)
     state = await _subscribed(info, instrument, TOP_OF_BOOK)
     eq(top(state)[0], (10.02, 1), "best bid in the new subscription's first message")
     stray = [
@@ -586,7 +599,7 @@ async def test_cancel_updates_the_book(world: World) -> None:
     alice = await world.gateway(0)
     best = ok(await insert(alice, instrument.symbol, BUY, 10.00, 1), "best").order_id
     ok(await insert(alice, instrument.symbol, BUY, 9.00, 2), "next")
-    info = await world.info(1)
+    info = await _caught_up(world, 1)
     await _subscribed(info, instrument, TOP_OF_BOOK)
     ok(await cancel(alice, instrument.symbol, best), "cancel best")
     update = await _next(info, TOB, instrument, "update after cancelling the best bid")

@@ -180,10 +180,14 @@ async def test_resting_orders_survive_a_restart(world: World, before: Before) ->
     )
     info = await world.info(2)
     ok(await subscribe(info, before.book.symbol, PRICE_DEPTH_BOOK), "subscribe depth")
-    depth = await info.expect(
-        24, lambda m: m.instrument_symbol == before.book.symbol, "depth after restart"
+    await info.expect(
+        24,
+        lambda m: (
+            m.instrument_symbol == before.book.symbol
+            and [(round(lv.price, 9), lv.quantity) for lv in m.asks] == [(10.0, 3)]
+        ),
+        "Info depth with the resting ask (10.00 x 3) after restart",
     )
-    eq([(round(lv.price, 9), lv.quantity) for lv in depth.asks], [(10.0, 3)], "asks after restart")
 
 
 async def test_sequence_numbers_continue_after_a_restart(world: World, before: Before) -> None:

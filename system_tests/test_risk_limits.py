@@ -395,7 +395,7 @@ async def test_window_frees_up_after_its_length(world: World) -> None:
 
 
 async def test_message_rate_limit(world: World, rate_user: tuple[str, Conn, Conn]) -> None:
-    """message rate: every execution request (insert, amend or cancel) counts; more than `limit` within the last window_in_seconds is refused, naming message_rate_rolling_limit; a refused request is not counted."""
+    """message rate: every execution request (insert, amend or cancel) counts; more than `limit` within the last window_in_seconds is refused, naming message_rate_rolling_limit (a client_order_id resend too); a refused request is not counted."""
     user, conn, _ = rate_user
     instrument = await world.create_instrument()
     await world.quiet_period(user, 1.0)
@@ -404,7 +404,11 @@ async def test_message_rate_limit(world: World, rate_user: tuple[str, Conn, Conn
         "set 3 per 1 s",
     )
     started = time.monotonic()
-    first = ok(await insert(conn, instrument.symbol, SELL, 10.00, 5), "request 1 (insert)").order_id
+    coid = f"rate-{instrument.symbol}"
+    first = ok(
+        await insert(conn, instrument.symbol, SELL, 10.00, 5, client_order_id=coid),
+        "request 1 (insert)",
+    ).order_id
     ok(await amend(conn, instrument.symbol, first, 10.00, 4), "request 2 (amend)")
     second = ok(
         await insert(conn, instrument.symbol, SELL, 10.01, 5), "request 3 (insert)"
@@ -419,9 +423,14 @@ async def test_message_rate_limit(world: World, rate_user: tuple[str, Conn, Conn
         "request 5 (amend)",
         contains="message_rate_rolling_limit",
     )
+    refused(
+        await insert(conn, instrument.symbol, SELL, 10.00, 5, client_order_id=coid),
+        "request 6 (a client_order_id resend is subject to the message rate)",
+        contains="message_rate_rolling_limit",
+    )
     elapsed = time.monotonic() - started
     assert elapsed < 1.0, (
-        f"message-rate test: expected five requests within the 1 s window, received them over {elapsed:.2f} s (machine too slow to judge)"
+        f"message-rate test: expected six requests within the 1 s window, received them over {elapsed:.2f} s (machine too slow to judge)"
     )
     await asyncio.sleep(
         max(0.0, started + 1.3 - time.monotonic())
@@ -540,10 +549,25 @@ async def test_client_order_id_resend_is_only_a_message(world: World) -> None:
         "10 per 60 s",
     )
     first = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 6, client_order_id="risk-resend"), "6"
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            6,
+            client_order_id=f"risk-resend-{instrument.symbol}",
+        ),
+        "6",
     )
     again = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 6, client_order_id="risk-resend"),
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            6,
+            client_order_id=f"risk-resend-{instrument.symbol}",
+        ),
         "resend of the 6",
     )
     eq(again.order_id, first.order_id, "order_id of the resend")
@@ -557,7 +581,14 @@ async def test_client_order_id_resend_is_only_a_message(world: World) -> None:
         "outstanding limit below what rests",
     )
     again = ok(
-        await insert(alice, instrument.symbol, SELL, 10.00, 6, client_order_id="risk-resend"),
+        await insert(
+            alice,
+            instrument.symbol,
+            SELL,
+            10.00,
+            6,
+            client_order_id=f"risk-resend-{instrument.symbol}",
+        ),
         "resend under tight limits",
     )
     eq(again.order_id, first.order_id, "order_id of the resend under tight limits")

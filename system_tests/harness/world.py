@@ -90,7 +90,7 @@ class World:
 
     def service_login(self) -> tuple[str, str]:
         if self.target.service_login is None:
-            pytest.skip("needs the Order Book's service login (--service-password)")
+            pytest.skip("needs the service account's login (--service-password)")
         return self.target.service_login
 
     async def connect(self, endpoint: Endpoint, label: str = "", **kwargs: Any) -> Conn:
