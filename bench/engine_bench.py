@@ -202,14 +202,15 @@ def measure_memory(orders: int = 1_000_000, levels: int = 5_000) -> dict[str, fl
 
 def run(
     results: dict[str, Any],
-    repeat: int = 3,
+    repeat: int = 2,
     scenarios: Sequence[str] = SCENARIOS,
     pyorderbook_messages: int | None = None,
     memory_orders: int = 1_000_000,
 ) -> None:
     """Measure everything, print a Markdown table, store figures in ``results``.
 
-    ``pyorderbook_messages`` limits pyorderbook to a prefix of each stream (its hash
+    Takes about 3-4 minutes on the reference 2-core machine (``make bench`` runs each
+    benchmark under a time limit; the CLI defaults to 3 repeats). ``pyorderbook_messages`` limits pyorderbook to a prefix of each stream (its hash
     is then not checked); None runs it on the full streams.
     """
     folder = flash1_dir()
