@@ -45,7 +45,8 @@ class EngineViews(EngineState):
         """Resting orders with remaining quantity, in an order a mirror can rebuild from.
 
         Per book (id order), bids then asks, best price first, FIFO within a level:
-        inserting them in this order reproduces every level's time priority.
+        inserting them in this order reproduces every level's time priority. The
+        iterator walks the live structures: consume it before the next command.
         """
         if order_book_id is None:
             books = list(self._books.values())
