@@ -29,7 +29,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 from google.protobuf.message import Message
 
@@ -48,6 +48,19 @@ log = logging.getLogger("optivex.relay")
 R = TypeVar("R", bound=Message)
 
 MT = common_pb2.MessageType
+# Plain ints: attribute access on a protobuf enum wrapper is a Python call per use.
+EXECUTION_AMEND_ORDER_REQUEST: Final = int(MT.EXECUTION_AMEND_ORDER_REQUEST)
+EXECUTION_AMEND_ORDER_RESPONSE: Final = int(MT.EXECUTION_AMEND_ORDER_RESPONSE)
+EXECUTION_CANCEL_ORDER_REQUEST: Final = int(MT.EXECUTION_CANCEL_ORDER_REQUEST)
+EXECUTION_CANCEL_ORDER_RESPONSE: Final = int(MT.EXECUTION_CANCEL_ORDER_RESPONSE)
+EXECUTION_INSERT_ORDER_REQUEST: Final = int(MT.EXECUTION_INSERT_ORDER_REQUEST)
+EXECUTION_INSERT_ORDER_RESPONSE: Final = int(MT.EXECUTION_INSERT_ORDER_RESPONSE)
+ORDER_BOOK_AMEND_ORDER_REQUEST: Final = int(MT.ORDER_BOOK_AMEND_ORDER_REQUEST)
+ORDER_BOOK_AMEND_ORDER_RESPONSE: Final = int(MT.ORDER_BOOK_AMEND_ORDER_RESPONSE)
+ORDER_BOOK_CANCEL_ORDER_REQUEST: Final = int(MT.ORDER_BOOK_CANCEL_ORDER_REQUEST)
+ORDER_BOOK_CANCEL_ORDER_RESPONSE: Final = int(MT.ORDER_BOOK_CANCEL_ORDER_RESPONSE)
+ORDER_BOOK_INSERT_ORDER_REQUEST: Final = int(MT.ORDER_BOOK_INSERT_ORDER_REQUEST)
+ORDER_BOOK_INSERT_ORDER_RESPONSE: Final = int(MT.ORDER_BOOK_INSERT_ORDER_RESPONSE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,9 +109,9 @@ class EchoApp:
             "echo",
             self,
             [
-                Route(MT.ORDER_BOOK_INSERT_ORDER_REQUEST, self._insert, service),
-                Route(MT.ORDER_BOOK_CANCEL_ORDER_REQUEST, self._cancel, service),
-                Route(MT.ORDER_BOOK_AMEND_ORDER_REQUEST, self._amend, service),
+                Route(ORDER_BOOK_INSERT_ORDER_REQUEST, self._insert, service),
+                Route(ORDER_BOOK_CANCEL_ORDER_REQUEST, self._cancel, service),
+                Route(ORDER_BOOK_AMEND_ORDER_REQUEST, self._amend, service),
             ],
             [Role.SERVICE],
             authenticator,
@@ -177,7 +190,7 @@ class EchoApp:
             timestamp=self.clock.now_ns(),
             resting_quantity=request.quantity,
         )
-        return self._answer(session, request, MT.ORDER_BOOK_INSERT_ORDER_RESPONSE, response)
+        return self._answer(session, request, ORDER_BOOK_INSERT_ORDER_RESPONSE, response)
 
     def _cancel(
         self, session: Session, request: order_book_pb2.CancelOrderRequest
@@ -185,7 +198,7 @@ class EchoApp:
         response = order_book_pb2.CancelOrderResponse(
             request_id=request.request_id, cancelled_quantity=1
         )
-        return self._answer(session, request, MT.ORDER_BOOK_CANCEL_ORDER_RESPONSE, response)
+        return self._answer(session, request, ORDER_BOOK_CANCEL_ORDER_RESPONSE, response)
 
     def _amend(
         self, session: Session, request: order_book_pb2.AmendOrderRequest
@@ -195,7 +208,7 @@ class EchoApp:
             timestamp=self.clock.now_ns(),
             resting_quantity=request.quantity,
         )
-        return self._answer(session, request, MT.ORDER_BOOK_AMEND_ORDER_RESPONSE, response)
+        return self._answer(session, request, ORDER_BOOK_AMEND_ORDER_RESPONSE, response)
 
 
 def _write_and_sync(fd: int, records: list[bytes]) -> None:
@@ -224,9 +237,9 @@ class RelayApp:
             "relay",
             self,
             [
-                Route(MT.EXECUTION_INSERT_ORDER_REQUEST, self._insert, roles),
-                Route(MT.EXECUTION_CANCEL_ORDER_REQUEST, self._cancel, roles),
-                Route(MT.EXECUTION_AMEND_ORDER_REQUEST, self._amend, roles),
+                Route(EXECUTION_INSERT_ORDER_REQUEST, self._insert, roles),
+                Route(EXECUTION_CANCEL_ORDER_REQUEST, self._cancel, roles),
+                Route(EXECUTION_AMEND_ORDER_REQUEST, self._amend, roles),
             ],
             [Role.PARTICIPANT, Role.ADMIN],
             authenticator,
@@ -304,7 +317,7 @@ class RelayApp:
         self._forward(
             session,
             request.request_id,
-            MT.ORDER_BOOK_INSERT_ORDER_REQUEST,
+            ORDER_BOOK_INSERT_ORDER_REQUEST,
             order_book_pb2.InsertOrderRequest(
                 order_book_id=self._book(request.instrument_symbol),
                 side=request.side,
@@ -314,7 +327,7 @@ class RelayApp:
                 client_order_id=request.client_order_id,
                 on_behalf_of_username=session.username,
             ),
-            MT.EXECUTION_INSERT_ORDER_RESPONSE,
+            EXECUTION_INSERT_ORDER_RESPONSE,
             _insert_response,
         )
 
@@ -322,13 +335,13 @@ class RelayApp:
         self._forward(
             session,
             request.request_id,
-            MT.ORDER_BOOK_CANCEL_ORDER_REQUEST,
+            ORDER_BOOK_CANCEL_ORDER_REQUEST,
             order_book_pb2.CancelOrderRequest(
                 order_book_id=self._book(request.instrument_symbol),
                 order_id=request.order_id,
                 on_behalf_of_username=session.username,
             ),
-            MT.EXECUTION_CANCEL_ORDER_RESPONSE,
+            EXECUTION_CANCEL_ORDER_RESPONSE,
             _cancel_response,
         )
 
@@ -336,7 +349,7 @@ class RelayApp:
         self._forward(
             session,
             request.request_id,
-            MT.ORDER_BOOK_AMEND_ORDER_REQUEST,
+            ORDER_BOOK_AMEND_ORDER_REQUEST,
             order_book_pb2.AmendOrderRequest(
                 order_book_id=self._book(request.instrument_symbol),
                 order_id=request.order_id,
@@ -344,7 +357,7 @@ class RelayApp:
                 quantity=request.quantity,
                 on_behalf_of_username=session.username,
             ),
-            MT.EXECUTION_AMEND_ORDER_RESPONSE,
+            EXECUTION_AMEND_ORDER_RESPONSE,
             _amend_response,
         )
 
