@@ -16,6 +16,7 @@ lost or seen twice between snapshot and stream.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -111,6 +112,11 @@ class OrderBookApp:
             for event in self.engine.drain_events():
                 if isinstance(event, OnOrderBookCreated):
                     encoder.tick_sizes[event.order_book_id] = event.tick_size
+        # The engine makes no reference cycles: move the recovered state out of
+        # the cyclic collector's reach so a full collection never walks a
+        # million resting orders (a pause of ~0.5 s otherwise).
+        gc.collect()
+        gc.freeze()
         if records:
             log.info(
                 "replayed %d journal records in %.2f s: sequence %d, %d resting orders",

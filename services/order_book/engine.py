@@ -121,6 +121,16 @@ class Engine(Matching, EngineViews):
 
     # ------------------------------------------------------------------ events
 
+    def previous_insert(self, username: str, client_order_id: str) -> InsertResult | None:
+        """The outcome of ``username``'s accepted insert with ``client_order_id``, if any.
+
+        The edge asks this before validating a resend, so a resend returns the
+        original outcome "whatever the other fields of the resend say" (even
+        when its book has since been deleted).
+        """
+        table = self._coids.get(username)
+        return None if table is None else table.get(client_order_id)
+
     def drain_events(self) -> list[Event]:
         """Return the events produced since the last drain, oldest first, and forget them."""
         events = self._events

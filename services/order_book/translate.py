@@ -24,6 +24,7 @@ from services.common.prices import PriceError, from_ticks, to_ticks
 from services.common.wire.framing import encode_frame
 from services.order_book.engine import Engine
 from services.order_book.events import (
+    InsertResult,
     OnOrderAmended,
     OnOrderBookCreated,
     OnOrderBookDeleted,
@@ -49,6 +50,14 @@ VALID_TIFS: Final = frozenset(common_pb2.TimeInForce.values())
 VALID_PRICE_RULES: Final = frozenset(common_pb2.PriceRule.values())
 
 pb = order_book_pb2
+
+
+def _fill_insert_response(response: Any, result: InsertResult) -> None:
+    response.order_id = result.order_id
+    response.timestamp = result.timestamp
+    response.trade_ids.extend(result.trade_ids)
+    response.traded_quantity = result.traded_quantity
+    response.resting_quantity = result.resting_quantity
 
 
 def unknown_book(order_book_id: int) -> str:
@@ -211,6 +220,12 @@ class CommandProcessor:
 
     def _insert(self, r: Any, timestamp: int) -> tuple[Message, bool]:
         response = pb.InsertOrderResponse(request_id=r.request_id)
+        if r.client_order_id:
+            prior = self.engine.previous_insert(r.on_behalf_of_username, r.client_order_id)
+            if prior is not None:
+                # A resend: the original outcome, whatever this request says; nothing changes.
+                _fill_insert_response(response, prior)
+                return response, False
         error = ""
         if r.side not in VALID_SIDES:
             error = f"invalid side {r.side}"
@@ -233,11 +248,7 @@ class CommandProcessor:
                 )
                 error = result.error
                 if not error:
-                    response.order_id = result.order_id
-                    response.timestamp = result.timestamp
-                    response.trade_ids.extend(result.trade_ids)
-                    response.traded_quantity = result.traded_quantity
-                    response.resting_quantity = result.resting_quantity
+                    _fill_insert_response(response, result)
                     return response, True
         response.error_message = error
         return response, False

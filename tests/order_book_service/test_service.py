@@ -377,3 +377,44 @@ async def test_pipelined_requests_from_two_connections_keep_their_order(
             ids_b.append(message.request_id)
     assert ids_a == list(range(1000, 1200))
     assert ids_b == list(range(5000, 5200))
+
+
+async def test_resend_returns_the_original_outcome_whatever_it_says(
+    book: tuple[OrderBookApp, int],
+) -> None:
+    """PROTOCOL.md: a client_order_id resend returns the original outcome "whatever the
+    other fields of the resend say" and inserts nothing, also after its book is gone."""
+    app, port = book
+    client = await service_client(port)
+    client.send(pb.CreateOrderBookRequest(request_id=1, tick_size=1.0))
+    client.send(insert(2, 1, 10, 5, "bob"))
+    client.send(insert(3, 0, 10, 8, "alice", client_order_id="x-1"))  # trades 5, rests 3
+    frames = await read(client, 3 + 4)  # created, bob's insert, alice's insert, trade
+    original = frames[2][1]
+    assert (original.traded_quantity, original.resting_quantity) == (5, 3)
+    seq = app.engine.last_sequence_number
+    resends = [
+        insert(4, 1, 10, 8, "alice", client_order_id="x-1"),  # other side
+        insert(5, 0, 10.5, 8, "alice", client_order_id="x-1"),  # off-tick price
+        insert(6, 0, 10, 0, "alice", client_order_id="x-1"),  # zero quantity
+        insert(7, 0, 10, 8, "alice", client_order_id="x-1", order_book_id=99),  # unknown book
+    ]
+    for request in resends:
+        client.send(request)
+    for _, response in await read(client, len(resends)):
+        assert response.error_message == ""
+        assert (response.order_id, list(response.trade_ids)) == (
+            original.order_id,
+            list(original.trade_ids),
+        )
+        assert (response.traded_quantity, response.resting_quantity) == (5, 3)
+    client.send(pb.DeleteOrderBookRequest(request_id=8, order_book_id=1))
+    await read(client, 1 + 2)
+    client.send(insert(9, 0, 10, 8, "alice", client_order_id="x-1"))
+    _, after_delete = await client.recv()
+    assert (after_delete.error_message, after_delete.order_id) == ("", original.order_id)
+    # bob's identical client_order_id is his own: a new order (book 1 is gone, so refused)
+    client.send(insert(10, 0, 10, 8, "bob", client_order_id="x-1"))
+    _, other_user = await client.recv()
+    assert "unknown order book" in other_user.error_message
+    assert app.engine.last_sequence_number == seq + 2  # only the delete's two events
