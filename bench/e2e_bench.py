@@ -2,128 +2,178 @@
 
 Starts the whole exchange with the launcher (``optivex up --ports auto``, fsync
 ``batch``, the default), creates four instruments through Admin, and drives the
-Risk Gateway with ``optivex load`` (the same flow and criteria as the null relay
-benchmark, plus one market-data subscriber following top of book and depth of
-every traded instrument):
+Risk Gateway with ``optivex load`` (one market-data subscriber follows top of
+book and depth of every traded instrument):
 
-* the maximum sustained rate: achieved >= 95 % of the target over a 5 s step
-  with p99 <= 10 ms (steps x1.5 from 4,000 orders/s, then one bisection);
-* latency at fixed rates of 1,000 and 10,000 orders/s.
+* latency at fixed rates of 1,000 and 10,000 orders/s;
+* the maximum sustained rate (achieved >= 95 % of the target over a 5 s step
+  with p99 <= 10 ms), searched *paired* with the null relay
+  (:mod:`bench.relay_pair`): the relay and echo processes run beside the
+  exchange and every rate is tried on the relay and then on the exchange, so
+  the exchange/relay ratio compares steps that met the same machine weather.
 
-Once on the stock asyncio loop and once with uvloop in all four services (the
-generator keeps the same loop both times, so only the services change).  CPU
-use of every process is sampled from /proc during each step and turned into
-CPU microseconds per order, which says where the time goes on a 2-core machine.
+Once on the stock asyncio loop and once with uvloop in all services (the
+generator keeps the same loop both times).  CPU use of every process is sampled
+from /proc during each step and turned into CPU microseconds per order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.relay_bench import (
-    find_max_args,
-    flow_args,
-    headline_header,
-    headline_rows,
-    settings,
-    strip,
-    summarise,
-)
-from clients.load_harness import Exchange, create_instruments, run_load
+from bench.relay_bench import flow_args, settings, strip
+from bench.relay_pair import Side, paired_search
+from clients.load_harness import Exchange, ServiceProcess, create_instruments, run_load
 from clients.load_stats import format_us, markdown_table
 
 SYMBOLS = ("E2EA", "E2EB", "E2EC", "E2ED")
+RELAY_SYMBOLS = "RLA,RLB,RLC,RLD"
 FIXED_RATES = (1000, 10000)
 
 
-def cost_rows(label: str, loop: str, step: dict[str, Any] | None) -> list[str] | None:
-    """CPU microseconds per order of each process during one step."""
+def per_order(step: dict[str, Any] | None) -> str:
+    """CPU µs per order of each process during one step, as a table cell."""
     if not step or not step.get("cpu") or not step.get("achieved_rate"):
-        return None
+        return "-"
     rate = step["achieved_rate"]
-    cpu = step["cpu"]
-    per_order = {name: share / rate * 1e6 for name, share in cpu.items()}
-    cells = ", ".join(f"{name} {value:.0f}" for name, value in per_order.items())
-    total = sum(v for k, v in per_order.items() if k != "load")
-    return [label, loop, f"{rate:,.0f}", cells, f"{total:.0f}"]
+    cells = [f"{name} {share / rate * 1e6:.0f}" for name, share in step["cpu"].items()]
+    total = sum(share for name, share in step["cpu"].items() if name != "load") / rate * 1e6
+    return ", ".join(cells) + f"; services {total:.0f}"
 
 
-def _best_step(find: dict[str, Any]) -> dict[str, Any] | None:
-    best = find.get("max_sustained")
-    if not best:
-        return None
-    return next((s for s in find["steps"] if s["target_rate"] == best["target_rate"]), None)
+def _start_relay(env: dict[str, str]) -> tuple[ServiceProcess, ServiceProcess]:
+    python = [sys.executable, "-m", "bench.relay"]
+    echo = ServiceProcess("echo", [*python, "echo", "--port", "0"], env)
+    try:
+        echo.wait_ready()
+        relay = ServiceProcess(
+            "relay", [*python, "relay", "--port", "0", "--order-book-port", str(echo.port)], env
+        )
+        relay.wait_ready()
+    except BaseException:
+        echo.stop()
+        raise
+    return echo, relay
+
+
+def _one_loop(loop: str, conf: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "OPTIVEX_LOOP": loop, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPTIVEX_SERVICE_PASSWORD", None)  # the launcher makes a fresh one
+    load_env = {k: v for k, v in env.items() if k != "OPTIVEX_LOOP"}
+    relay_env = {**env, "OPTIVEX_SERVICE_PASSWORD": secrets.token_urlsafe(24)}
+    with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp, Exchange(Path(tmp), env) as ex:
+        asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
+        target = [
+            "--host", ex.host,
+            "--port", str(ex.ports["risk_gateway"]),
+            "--info-port", str(ex.ports["info"]),
+            "--symbols", ",".join(SYMBOLS),
+            "--subscribers", "1",
+            "--subscription", "both",
+        ]  # fmt: skip
+        pids = {k: v for k, v in ex.pids.items() if k != "admin"}
+        rates = ",".join(str(r) for r in FIXED_RATES)
+        print(f"end to end ({loop}): latency at {rates} orders/s ...", flush=True)
+        fixed_args = [*target, *flow_args(conf), "--rates", rates]
+        fixed_args += ["--duration", str(conf["step_s"])]
+        fixed = strip(run_load(fixed_args, 300, load_env, pids))
+        echo, relay = _start_relay(relay_env)
+        try:
+            sides = [
+                Side(
+                    "relay",
+                    ["--port", str(relay.port), "--info-port", "0", "--symbols", RELAY_SYMBOLS],
+                    {"relay": relay.pid, "echo": echo.pid},
+                ),
+                Side("exchange", target, pids),
+            ]
+            print(f"end to end ({loop}): paired search with the null relay ...", flush=True)
+            paired_search(
+                sides,
+                flow_args(conf),
+                load_env,
+                step_s=conf["step_s"],
+                start_rate=conf["start_rate"],
+                factor=conf["factor"],
+                budget_s=conf["budget_s"],
+            )
+        finally:
+            relay.stop()
+            echo.stop()
+    found = {side.name: side.figures() for side in sides}
+    return {"fixed": fixed, "paired": found}
 
 
 def run(results: dict[str, Any]) -> None:
     conf = settings()
-    runs: dict[str, Any] = {}
-    costs: list[list[str]] = []
-    for loop in conf["loops"]:
-        env = {**os.environ, "OPTIVEX_LOOP": loop, "PYTHONUNBUFFERED": "1"}
-        env.pop("OPTIVEX_SERVICE_PASSWORD", None)  # the launcher makes a fresh one
-        with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp:
-            exchange = Exchange(Path(tmp), env)
-            with exchange:
-                asyncio.run(
-                    create_instruments(exchange.host, exchange.ports["admin"], SYMBOLS, 0.01)
-                )
-                target = [
-                    "--host", exchange.host,
-                    "--port", str(exchange.ports["risk_gateway"]),
-                    "--info-port", str(exchange.ports["info"]),
-                    "--symbols", ",".join(SYMBOLS),
-                    "--subscribers", "1",
-                    "--subscription", "both",
-                ]  # fmt: skip
-                pids = {k: v for k, v in exchange.pids.items() if k != "admin"}
-                load_env = {k: v for k, v in env.items() if k != "OPTIVEX_LOOP"}
-                rates = ",".join(str(r) for r in FIXED_RATES)
-                print(f"end to end ({loop}): latency at {rates} orders/s ...", flush=True)
-                fixed_args = [*target, *flow_args(conf), "--rates", rates]
-                fixed_args += ["--duration", str(conf["step_s"])]
-                fixed = strip(run_load(fixed_args, 300, load_env, pids))
-                print(f"end to end ({loop}): finding the maximum sustained rate ...", flush=True)
-                find = strip(
-                    run_load([*target, *flow_args(conf), *find_max_args(conf)], 600, load_env, pids)
-                )
-        figures = summarise(find, fixed)
-        runs[loop] = {"figures": figures, "find_max": find, "fixed": fixed}
-        for rate, step in zip(FIXED_RATES, fixed["steps"], strict=False):
-            row = cost_rows(f"@{rate:,}/s", loop, step)
-            if row:
-                costs.append(row)
-        row = cost_rows("at max", loop, _best_step(find))
-        if row:
-            costs.append(row)
-        print(
-            f"end to end ({loop}): max sustained {figures['max_sustained']:,.0f} orders/s; "
-            + "; ".join(
-                f"@{r:,}/s p50 {format_us(figures.get(f'latency_at_{r}_us', {}).get('p50'))} "
-                f"p99 {format_us(figures.get(f'latency_at_{r}_us', {}).get('p99'))}"
-                for r in FIXED_RATES
-            ),
-            flush=True,
-        )
+    runs = {loop: _one_loop(loop, conf) for loop in conf["loops"]}
     results["runs"] = runs
-    results["max_sustained"] = max(
-        (r["figures"]["max_sustained"] for r in runs.values()), default=0
-    )
-    results["max_sustained_by_loop"] = {k: r["figures"]["max_sustained"] for k, r in runs.items()}
+    by_loop = {k: r["paired"]["exchange"]["max_sustained"] for k, r in runs.items()}
+    relay_by_loop = {k: r["paired"]["relay"]["max_sustained"] for k, r in runs.items()}
+    results["max_sustained"] = max(by_loop.values(), default=0)
+    results["max_sustained_by_loop"] = by_loop
+    results["relay_max_sustained_by_loop"] = relay_by_loop
+    results["relay_max_sustained"] = max(relay_by_loop.values(), default=0)
     results["peak_achieved"] = max(
-        (r["figures"]["peak_achieved"] for r in runs.values()), default=0
+        (r["paired"]["exchange"]["peak_achieved"] for r in runs.values()), default=0
     )
-    table = markdown_table(
-        headline_header(list(FIXED_RATES)), headline_rows("exchange", runs, list(FIXED_RATES))
+    results["relay_peak_achieved"] = max(
+        (r["paired"]["relay"]["peak_achieved"] for r in runs.values()), default=0
     )
-    if costs:
-        table += "\n\nCPU µs per order (sampled from /proc while the step ran):\n\n"
-        table += markdown_table(
-            ["step", "services' loop", "achieved/s", "per process", "services total"], costs
-        )
+    header = ["services' loop"]
+    for rate in FIXED_RATES:
+        header += [f"p50 @{rate:,}/s", f"p90 @{rate:,}/s", f"p99 @{rate:,}/s",
+                   f"p99.9 @{rate:,}/s", f"max @{rate:,}/s", f"achieved @{rate:,}/s"]  # fmt: skip
+    latency_rows = []
+    for loop, r in runs.items():
+        cells = [loop]
+        for step in r["fixed"]["steps"]:
+            lat = step["latency_us"]
+            cells += [format_us(lat.get(k)) for k in ("p50", "p90", "p99", "p99_9", "max")]
+            cells.append(f"{step['achieved_rate']:,.0f}")
+        latency_rows.append(cells)
+    max_rows = []
+    for loop, r in runs.items():
+        ex, rel = r["paired"]["exchange"], r["paired"]["relay"]
+        ratio = ex["max_sustained"] / rel["max_sustained"] if rel["max_sustained"] else None
+        for name, f in (("exchange", ex), ("null relay", rel)):
+            lat = f["latency_at_max_us"]
+            max_rows.append(
+                [
+                    name,
+                    loop,
+                    f"{f['max_sustained']:,.0f}",
+                    format_us(lat.get("p50")),
+                    format_us(lat.get("p99")),
+                    f"{f['peak_achieved']:,.0f} (p99 {format_us(f['peak_p99_us'])})",
+                    ", ".join(f"{k} {v:.0%}" for k, v in f["cpu_at_max"].items()) or "-",
+                    f"{ratio:.3f}" if (ratio is not None and name == "exchange") else "",
+                ]
+            )
+    cost_rows = []
+    for loop, r in runs.items():
+        for rate, step in zip(FIXED_RATES, r["fixed"]["steps"], strict=False):
+            cost_rows.append([f"exchange @{rate:,}/s", loop, per_order(step)])
+        for name in ("exchange", "relay"):
+            best = r["paired"][name]
+            at_max = {"cpu": best["cpu_at_max"], "achieved_rate": best["achieved_at_max"]}
+            cost_rows.append([f"{name} at its max", loop, per_order(at_max)])
+    table = "Latency at fixed rates (open loop, from the scheduled send time):\n\n"
+    table += markdown_table(header, latency_rows)
+    table += "\n\nMaximum sustained rate (p99 <= 10 ms, >= 95 % achieved, 5 s steps), "
+    table += "searched paired with the null relay:\n\n"
+    table += markdown_table(
+        ["path", "services' loop", "max sustained orders/s", "p50 at max", "p99 at max",
+         "peak achieved/s (any p99)", "CPU at max (1 core = 100%)", "exchange / relay"],
+        max_rows,
+    )  # fmt: skip
+    table += "\n\nCPU µs per order (sampled from /proc while the step ran):\n\n"
+    table += markdown_table(["step", "services' loop", "per process"], cost_rows)
     results["table"] = table
     print(table, flush=True)

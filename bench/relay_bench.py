@@ -1,14 +1,15 @@
 """Null relay baseline: how fast can the wire layer alone move orders through two hops?
 
 Starts ``bench.relay echo`` and ``bench.relay relay`` as separate processes (like
-the real Risk Gateway and Order Book), then drives the relay with the same load
-generator, order mix and criteria as the end-to-end benchmark
-(``bench/e2e_bench.py``): the maximum sustained rate (achieved >= 95 % of the
-target over a 5 s step with p99 <= 10 ms) and the latency at 1,000 orders/s.
-Once on the stock asyncio loop and once with uvloop in the services.
+the real Order Book and Risk Gateway) and drives the relay with the same load
+generator and order mix as the end-to-end benchmark: latency at 1,000 and
+10,000 orders/s, once on the stock asyncio loop and once with uvloop in the
+relay and echo.  Also the wire layer's own CPU per message without sockets
+(:mod:`bench.relay_wire`).
 
-The exchange's own cost is then read as a ratio: end-to-end max sustained /
-relay max sustained (``bench/__main__.py`` prints it).
+The relay's *maximum* sustained rate is searched in ``bench/e2e_bench.py``,
+paired step by step with the exchange's (:mod:`bench.relay_pair`), so the
+exchange/relay ratio compares runs that met the same machine weather.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import secrets
 import sys
 from typing import Any
 
+from bench.relay_wire import measure
 from clients.load_harness import ServiceProcess, run_load
 from clients.load_stats import format_us, markdown_table
 
@@ -34,8 +36,8 @@ def settings() -> dict[str, Any]:
         "refine": int(os.environ.get("OPTIVEX_BENCH_REFINE", "1")),
         "loops": os.environ.get("OPTIVEX_BENCH_LOOPS", ",".join(LOOPS)).split(","),
         "connections": int(os.environ.get("OPTIVEX_BENCH_CONNECTIONS", "4")),
-        # find-max starts no step after this many seconds (keeps `make bench` bounded)
-        "budget_s": float(os.environ.get("OPTIVEX_BENCH_BUDGET_S", "45")),
+        # the paired search starts no step after this many seconds (keeps `make bench` bounded)
+        "budget_s": float(os.environ.get("OPTIVEX_BENCH_BUDGET_S", "90")),
     }
 
 
@@ -51,20 +53,6 @@ def flow_args(conf: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
-def find_max_args(conf: dict[str, Any]) -> list[str]:
-    return [
-        "--find-max",
-        "--duration", str(conf["step_s"]),
-        "--start-rate", str(conf["start_rate"]),
-        "--factor", str(conf["factor"]),
-        "--refine", str(conf["refine"]),
-        "--retries", "1",
-        "--budget", str(conf["budget_s"]),
-        "--p99-limit-ms", "10",
-        "--min-achieved", "0.95",
-    ]  # fmt: skip
-
-
 def strip(document: dict[str, Any]) -> dict[str, Any]:
     """The JSON worth keeping: no encoded histograms."""
     for step in document.get("steps", []):
@@ -72,54 +60,7 @@ def strip(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def summarise(find: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
-    """Headline figures of one loop's run."""
-    best = find.get("max_sustained")
-    best_step = next(
-        (s for s in find["steps"] if best and s["target_rate"] == best["target_rate"]), None
-    )
-    every = [*find["steps"], *fixed["steps"]]
-    peak = max(every, key=lambda step: step["achieved_rate"], default=None)
-    figures: dict[str, Any] = {
-        "max_sustained": best["target_rate"] if best else 0.0,
-        # Throughput with no latency bound: what got through at best, whatever p99.
-        "peak_achieved": peak["achieved_rate"] if peak else 0.0,
-        "peak_p99_us": peak["latency_us"].get("p99") if peak else None,
-        "max_sustained_achieved": best["achieved_rate"] if best else 0.0,
-        "latency_at_max_us": best["latency_us"] if best else {},
-        "cpu_at_max": best_step.get("cpu", {}) if best_step else {},
-    }
-    for step in fixed["steps"]:
-        rate = int(step["target_rate"])
-        figures[f"latency_at_{rate}_us"] = step["latency_us"]
-        figures[f"send_lag_at_{rate}_us"] = step["send_lag_us"]
-        figures[f"verdict_at_{rate}"] = step["verdict"]
-    return figures
-
-
-def headline_rows(label: str, runs: dict[str, Any], fixed_rates: list[int]) -> list[list[str]]:
-    rows = []
-    for loop, run in runs.items():
-        f = run["figures"]
-        at_max = f["latency_at_max_us"]
-        cpu = ", ".join(f"{k} {v:.0%}" for k, v in f["cpu_at_max"].items())
-        cells = [label, loop, f"{f['max_sustained']:,.0f}", format_us(at_max.get("p50")),
-                 format_us(at_max.get("p99")),
-                 f"{f['peak_achieved']:,.0f} (p99 {format_us(f['peak_p99_us'])})"]  # fmt: skip
-        for rate in fixed_rates:
-            lat = f.get(f"latency_at_{rate}_us", {})
-            cells += [format_us(lat.get("p50")), format_us(lat.get("p99"))]
-        cells.append(cpu or "-")
-        rows.append(cells)
-    return rows
-
-
-def headline_header(fixed_rates: list[int]) -> list[str]:
-    header = ["path", "services' loop", "max sustained orders/s", "p50 at max", "p99 at max",
-              "peak achieved/s (any p99)"]  # fmt: skip
-    for rate in fixed_rates:
-        header += [f"p50 @{rate:,}/s", f"p99 @{rate:,}/s"]
-    return [*header, "CPU at max (1 core = 100%)"]
+FIXED_RATES = (1000, 10000)
 
 
 def run(results: dict[str, Any]) -> None:
@@ -140,46 +81,33 @@ def run(results: dict[str, Any]) -> None:
             relay.wait_ready()
             target = ["--port", str(relay.port), "--info-port", "0", "--symbols", SYMBOLS]
             pids = {"relay": relay.pid, "echo": echo.pid}
-            print(f"relay ({loop}): finding the maximum sustained rate ...", flush=True)
-            find = strip(
-                run_load([*target, *flow_args(conf), *find_max_args(conf)], 600, base_env, pids)
-            )
-            print(f"relay ({loop}): latency at 1,000 orders/s ...", flush=True)
-            fixed = strip(
-                run_load(
-                    [
-                        *target,
-                        *flow_args(conf),
-                        "--rate",
-                        "1000",
-                        "--duration",
-                        str(conf["step_s"]),
-                    ],
-                    120,
-                    base_env,
-                    pids,
-                )
-            )
+            rates = ",".join(str(r) for r in FIXED_RATES)
+            print(f"relay ({loop}): latency at {rates} orders/s ...", flush=True)
+            args = [*target, *flow_args(conf), "--rates", rates, "--duration", str(conf["step_s"])]
+            runs[loop] = strip(run_load(args, 300, base_env, pids))
         finally:
             if relay is not None:
                 relay.stop()
             echo.stop()
-        figures = summarise(find, fixed)
-        runs[loop] = {"figures": figures, "find_max": find, "fixed": fixed}
-        print(
-            f"relay ({loop}): max sustained {figures['max_sustained']:,.0f} orders/s, "
-            f"p99 at 1,000/s {format_us(figures.get('latency_at_1000_us', {}).get('p99'))}",
-            flush=True,
-        )
+    wire = measure(n=30_000)
     results["runs"] = runs
-    results["max_sustained"] = max(
-        (r["figures"]["max_sustained"] for r in runs.values()), default=0
-    )
-    results["max_sustained_by_loop"] = {k: r["figures"]["max_sustained"] for k, r in runs.items()}
-    results["peak_achieved"] = max(
-        (r["figures"]["peak_achieved"] for r in runs.values()), default=0
-    )
-    results["table"] = markdown_table(
-        headline_header([1000]), headline_rows("null relay", runs, [1000])
-    )
-    print(results["table"], flush=True)
+    results["wire_cpu_us_per_message"] = wire
+    header = ["services' loop"]
+    for rate in FIXED_RATES:
+        header += [f"p50 @{rate:,}/s", f"p99 @{rate:,}/s", f"p99.9 @{rate:,}/s",
+                   f"CPU µs/order @{rate:,}/s"]  # fmt: skip
+    rows = []
+    for loop, document in runs.items():
+        cells = [loop]
+        for step in document["steps"]:
+            lat = step["latency_us"]
+            achieved = step["achieved_rate"] or 1.0
+            cpu = ", ".join(f"{k} {v / achieved * 1e6:.0f}" for k, v in step.get("cpu", {}).items())
+            cells += [format_us(lat.get(k)) for k in ("p50", "p99", "p99_9")] + [cpu or "-"]
+        rows.append(cells)
+    table = markdown_table(header, rows)
+    table += "\n\nWire layer CPU per message without sockets (`python -m bench.relay_wire`; "
+    table += "bN = N frames per read):\n\n"
+    table += markdown_table(["path", "µs/message"], [[k, f"{v:.2f}"] for k, v in wire.items()])
+    results["table"] = table
+    print(table, flush=True)
