@@ -14,7 +14,7 @@ allocate it.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NoReturn
 
 HEADER: Final = struct.Struct(">II")
 """Length and message type, both unsigned 32-bit big-endian."""
@@ -89,25 +89,30 @@ class FrameDecoder:
         end = len(view)
         pos = 0
         max_length = self.max_length
-        while end - pos >= 4:
-            (length,) = LENGTH.unpack_from(view, pos)
+        unpack_header = _unpack_header
+        while end - pos >= 8:
+            # Both header fields in one call: the common case has the whole
+            # header; only a tail of 4-7 bytes needs the length alone (below).
+            length, message_type = unpack_header(view, pos)
             if length < MIN_LENGTH or length > max_length:
-                message_type = _unpack_header(view, pos)[1] if end - pos >= 8 else 0
-                self._buf = bytearray()
-                if length < MIN_LENGTH:
-                    raise FrameError(
-                        f"frame length {length} is below the minimum of 4", message_type
-                    )
-                raise FrameError(
-                    f"frame length {length} exceeds the maximum of {max_length}", message_type
-                )
+                self._raise_bad_length(length, max_length, message_type)
             stop = pos + 4 + length
             if stop > end:
                 break
-            append((_unpack_header(view, pos)[1], bytes(view[pos + 8 : stop])))
+            append((message_type, bytes(view[pos + 8 : stop])))
             pos = stop
+        if 4 <= end - pos < 8:
+            (length,) = LENGTH.unpack_from(view, pos)
+            if length < MIN_LENGTH or length > max_length:
+                self._raise_bad_length(length, max_length, 0)
         if buf:
             del buf[:pos]
         elif pos < end:
             self._buf = bytearray(view[pos:])
         return frames
+
+    def _raise_bad_length(self, length: int, max_length: int, message_type: int) -> NoReturn:
+        self._buf = bytearray()
+        if length < MIN_LENGTH:
+            raise FrameError(f"frame length {length} is below the minimum of 4", message_type)
+        raise FrameError(f"frame length {length} exceeds the maximum of {max_length}", message_type)
