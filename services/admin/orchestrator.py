@@ -335,6 +335,9 @@ class Orchestrator:
             repairs = plan_repairs(self.registry.instruments, self.registry.books, intents)
             complete = True
             for repair in repairs:
+                if repair.kind == "hold_book":
+                    self.log.error("reconcile: %s", repair.describe())
+                    continue
                 if repair.kind == "withdraw_instrument":
                     assert repair.symbol is not None
                     link = info

@@ -32,7 +32,7 @@ class Repair:
     """One action of a reconciliation pass, with why it is needed."""
 
     kind: str
-    """``withdraw_instrument`` or ``delete_book``."""
+    """``withdraw_instrument``, ``delete_book``, or ``hold_book`` (needs an operator)."""
     symbol: Symbol | None
     book_id: BookId
     reason: str
@@ -40,6 +40,8 @@ class Repair:
     def describe(self) -> str:
         if self.kind == "withdraw_instrument":
             return f"withdraw instrument {self.symbol!r} from Info: {self.reason}"
+        if self.kind == "hold_book":
+            return f"keep order book {self.book_id}: {self.reason}"
         return f"delete order book {self.book_id}: {self.reason}"
 
 
@@ -86,6 +88,22 @@ def plan_repairs(
     for book_id in sorted(books):
         if book_id not in referenced:
             explained = _explain(intents, symbol=None, book_id=book_id)
+            if not instruments and not explained:
+                # Info lists nothing at all and no interrupted operation of ours
+                # explains the book: far likelier Info lost its registry than that
+                # every book is an orphan. Deleting would cancel every resting order
+                # on the exchange, so hold and let an operator decide.
+                repairs.append(
+                    Repair(
+                        "hold_book",
+                        None,
+                        book_id,
+                        "no instrument in Info uses it, but Info lists no instruments at all"
+                        " (lost registry?); not deleting it: restore Info's data or delete"
+                        " the book deliberately",
+                    )
+                )
+                continue
             repairs.append(
                 Repair("delete_book", None, book_id, f"no instrument in Info uses it{explained}")
             )

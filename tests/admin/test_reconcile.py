@@ -36,8 +36,21 @@ def test_orphan_book_of_a_create_that_never_learnt_its_id() -> None:
 
 
 def test_unexplained_orphan_book_is_deleted_too() -> None:
-    repairs = plan_repairs({}, {BookId(3): book(3)})
-    assert repairs[0].kind == "delete_book" and "(" not in repairs[0].reason
+    instruments = {Symbol("A"): listing("A", 1)}
+    repairs = plan_repairs(instruments, {BookId(1): book(1), BookId(3): book(3)})
+    assert [(r.kind, r.book_id) for r in repairs] == [("delete_book", 3)]
+    assert "(" not in repairs[0].reason
+
+
+def test_books_are_held_not_deleted_when_info_lists_nothing_unexplained() -> None:
+    """An Info that lost its registry must not make Admin cancel every resting order."""
+    books = {BookId(1): book(1), BookId(2): book(2)}
+    repairs = plan_repairs({}, books)
+    assert [(r.kind, r.book_id) for r in repairs] == [("hold_book", 1), ("hold_book", 2)]
+    assert "lost registry" in repairs[0].describe()
+    # ... but a book our own interrupted create explains is still deleted.
+    explained = plan_repairs({}, books, [Intent("create", Symbol("AAPL"), BookId(2))])
+    assert [(r.kind, r.book_id) for r in explained] == [("hold_book", 1), ("delete_book", 2)]
 
 
 def test_dangling_instrument_is_withdrawn_before_books_are_deleted() -> None:
@@ -59,14 +72,18 @@ def test_applying_the_plan_leaves_both_sides_agreeing(
 ) -> None:
     instruments = {Symbol(s): listing(s, b) for s, b in info.items()}
     live = {BookId(b): book(b) for b in books}
+    held = set()
     for repair in plan_repairs(instruments, live):
         if repair.kind == "withdraw_instrument":
             assert repair.symbol is not None
             del instruments[repair.symbol]
+        elif repair.kind == "hold_book":
+            assert not info, "books are held only when Info lists nothing"
+            held.add(repair.book_id)
         else:
             del live[repair.book_id]
     referenced = {entry.order_book_id for entry in instruments.values()}
-    assert referenced == set(live)
+    assert referenced | held == set(live)
     # Nothing consistent was touched.
     assert all(s in instruments for s, b in info.items() if b in books)
-    assert plan_repairs(instruments, live) == []
+    assert [r for r in plan_repairs(instruments, live) if r.kind != "hold_book"] == []

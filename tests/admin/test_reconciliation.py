@@ -28,6 +28,10 @@ async def test_a_book_no_instrument_uses_is_deleted_on_start(
     exchange: Exchange, caplog: pytest.LogCaptureFixture
 ) -> None:
     watch = await exchange.watch_book()
+    kept = await watch.request(
+        MT.ORDER_BOOK_CREATE_REQUEST, order_book_pb2.CreateOrderBookRequest(tick_size=0.01)
+    )
+    exchange.info.plant("KEEP", kept.order_book_id)
     made = await watch.request(
         MT.ORDER_BOOK_CREATE_REQUEST, order_book_pb2.CreateOrderBookRequest(tick_size=0.01)
     )
@@ -38,8 +42,8 @@ async def test_a_book_no_instrument_uses_is_deleted_on_start(
         ),
     )
     await exchange.start_admin()
-    # start() returns only after the first pass: the book is already gone.
-    assert await live_books(exchange.book_port) == set()
+    # start() returns only after the first pass: the orphan is already gone.
+    assert await live_books(exchange.book_port) == {kept.order_book_id}
     cancelled = await watch.wait_for(lambda t, m: t == MT.ORDER_BOOK_ON_ORDER_CANCELLED)
     assert cancelled.order_book_id == made.order_book_id  # its owner is told
     assert any(
@@ -49,6 +53,31 @@ async def test_a_book_no_instrument_uses_is_deleted_on_start(
     assert all(
         r.levelno == logging.WARNING for r in caplog.records if "reconcile:" in r.getMessage()
     )
+
+
+async def test_books_are_held_when_info_lists_nothing(
+    exchange: Exchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An Info that lost its registry must not make Admin cancel every resting order."""
+    watch = await exchange.watch_book()
+    made = await watch.request(
+        MT.ORDER_BOOK_CREATE_REQUEST, order_book_pb2.CreateOrderBookRequest(tick_size=0.01)
+    )
+    await watch.request(
+        MT.ORDER_BOOK_INSERT_ORDER_REQUEST,
+        order_book_pb2.InsertOrderRequest(
+            order_book_id=made.order_book_id, price=1.0, quantity=1, on_behalf_of_username="bob"
+        ),
+    )
+    await exchange.start_admin()
+    assert await live_books(exchange.book_port) == {made.order_book_id}
+    held = [
+        r
+        for r in caplog.records
+        if "reconcile:" in r.getMessage()
+        and f"keep order book {made.order_book_id}" in r.getMessage()
+    ]
+    assert held and all(r.levelno == logging.ERROR for r in held)
 
 
 async def test_an_instrument_whose_book_is_gone_is_withdrawn_on_start(
