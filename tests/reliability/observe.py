@@ -17,6 +17,7 @@ failure message shows the difference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from services.common.pb import common_pb2, info_pb2, order_book_pb2
 from services.common.prices import from_ticks
 from services.common.wire.client import UpstreamConnection
+from services.common.wire.errors import ConnectionLost, RemoteError
 from services.common.wire.registry import MESSAGE_CLASSES
 from services.order_book.engine import Engine
 from services.order_book.journal import FILE_NAME, Record, scan
@@ -255,7 +257,89 @@ __all__ = [
     "BookState",
     "InfoView",
     "Replay",
+    "ResilientView",
     "check_info_mirrors",
+    "info_instruments",
     "order_book_state",
     "replay",
 ]
+
+
+class ResilientView(InfoView):
+    """An :class:`InfoView` that reconnects (and resubscribes) whenever Info drops it.
+
+    Each connection is an *epoch*: a subscription's numbering starts at 1 on
+    every new connection, and must then be contiguous.  ``epochs`` counts the
+    connections; ``problems`` collects every gap or restart out of place.
+    """
+
+    def __init__(self, port: int, symbols: list[str], user: str = "dave") -> None:
+        super().__init__()
+        self.port = port
+        self.symbols = symbols
+        self.user = user
+        self.epochs = 0
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def _push(self, message_type: int, message: Any) -> None:
+        # A snapshot (numbered 1) is only legitimate as the first message of an epoch.
+        if (
+            message_type == MT.INFO_ON_PRICE_DEPTH_BOOK
+            and message.sequence_number == 1
+            and self.sequence.get(message.instrument_symbol, 0) != 0
+        ):
+            self.problems.append(f"{message.instrument_symbol}: numbering restarted mid-epoch")
+        super()._push(message_type, message)
+
+    async def start(self) -> ResilientView:
+        await self._connect()
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+        return self
+
+    async def _connect(self) -> None:
+        self.sequence = {}
+        await self.open(self.port, self.symbols, self.user)
+        self.epochs += 1
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            assert self.conn is not None
+            await self.conn.wait_closed()
+            delay = 0.05
+            while not self._closing:
+                try:
+                    await self._connect()
+                    break
+                except (OSError, TimeoutError, ConnectionLost, RemoteError):
+                    if self.conn is not None:
+                        self.conn.close()
+                    await asyncio.sleep(delay)  # reconnect backoff, not synchronisation
+                    delay = min(delay * 2, 0.5)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def info_instruments(port: int, user: str = "dave") -> dict[str, int]:
+    """Symbol -> order_book_id of every live instrument Info announces on login."""
+    instruments: dict[str, int] = {}
+
+    def on_push(message_type: int, message: Any) -> None:
+        if message_type == MT.INFO_ON_INSTRUMENT:
+            instruments[message.instrument.symbol] = message.order_book_id
+
+    conn = await UpstreamConnection.open(
+        "127.0.0.1", port, user, f"{user}-demo", name="info-list", on_push=on_push
+    )
+    try:
+        # The login announcements precede this answer.
+        await asyncio.wait_for(conn.request(MT.INFO_QUOTES_REQUEST, info_pb2.QuotesRequest()), 10)
+    finally:
+        conn.close()
+    return instruments
