@@ -74,7 +74,8 @@ async def test_info_killed_subscribers_resync_to_the_order_books_book(
         for restart in range(1, 4):
             await asyncio.sleep(rng.uniform(0.1, 0.6))  # seeded fault timing
             await asyncio.to_thread(cluster.info.restart)
-            await eventually(lambda r=restart: all(v.epochs == r + 1 for v in views), 10)
+            epochs = restart + 1
+            await eventually(lambda: all(v.epochs == epochs for v in views), 10)  # noqa: B023
             await traders.wait_acked(15)
         await traders.stop()
         live = await order_book_state(cluster.book.port)
@@ -378,11 +379,11 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(tmp_path: Path, se
         answers = await _pipelined_then_terminate(
             cluster.book, cluster.book.port, "service", SERVICE_PASSWORD, 10, direct
         )
-        for request in direct:
-            answer = answers.get(request.request_id)
+        for direct_request in direct:
+            answer = answers.get(direct_request.request_id)
             if answer is not None and not answer.error_message:
-                told[("probe", request.client_order_id)] = answer.order_id
-                traders.ledger.ack(("probe", request.client_order_id), answer.order_id)
+                told[("probe", direct_request.client_order_id)] = answer.order_id
+                traders.ledger.ack(("probe", direct_request.client_order_id), answer.order_id)
         assert await asyncio.to_thread(wait_for_exit, cluster.book) == 0
         print(f"order book: {len(answers)} of {len(direct)} answered before exit")
         await asyncio.to_thread(cluster.book.start)
