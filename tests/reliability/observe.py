@@ -71,7 +71,9 @@ class BookState:
 # ---------------------------------------------------------------------- the Order Book, live
 
 
-async def order_book_state(port: int, timeout: float = 10.0) -> BookState:
+async def order_book_state(
+    port: int, timeout: float = 10.0, password: str = SERVICE_PASSWORD
+) -> BookState:
     """The Order Book's own view: login snapshot, completed by a stats barrier."""
     state = BookState()
 
@@ -93,7 +95,7 @@ async def order_book_state(port: int, timeout: float = 10.0) -> BookState:
             )
 
     conn = await UpstreamConnection.open(
-        "127.0.0.1", port, "service", SERVICE_PASSWORD, name="observer", on_push=on_push
+        "127.0.0.1", port, "service", password, name="observer", on_push=on_push
     )
     try:
         stats = await asyncio.wait_for(
