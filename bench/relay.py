@@ -89,6 +89,8 @@ class RelayConfig(CommonConfig):
 
     order_book_host: str = "127.0.0.1"
     order_book_port: int = 7401
+    books: str = ""
+    """``SYMBOL=ORDER_BOOK_ID,...``: forward to a real Order Book (else ids 1, 2, ... by first use)."""
 
 
 class EchoApp:
@@ -231,7 +233,10 @@ class RelayApp:
         self.config = config
         self.clock = clock
         self.upstream: UpstreamConnection | None = None
-        self._books: dict[str, int] = {}
+        self._books: dict[str, int] = {
+            symbol.strip(): int(book)
+            for symbol, _, book in (p.partition("=") for p in config.books.split(",") if p)
+        }
         roles = frozenset({int(Role.PARTICIPANT), int(Role.ADMIN)})
         self.server = WireServer(
             "relay",
