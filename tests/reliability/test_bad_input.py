@@ -454,25 +454,26 @@ async def test_a_price_level_above_int32_is_never_published_negative(
         )
         await answer_to(view, request_id)
     alice = await exchange.ports["risk_gateway"].logged_in("alice")
-    for request_id in (1, 2):
+    # Two maximal orders at one price, then a small one at the next price down.
+    for request_id, price, quantity in ((1, 10.0, huge), (2, 10.0, huge), (3, 9.99, 5)):
         alice.send(
             execution_pb2.InsertOrderRequest(
-                request_id=request_id, instrument_symbol="BAD", price=10.0, quantity=huge
+                request_id=request_id, instrument_symbol="BAD", price=price, quantity=quantity
             )
         )
-        await answer_to(alice, request_id)
-    tops: list[int] = []
-    levels: list[int] = []
+        assert (await answer_to(alice, request_id))[1].error_message == ""
+    quantities: list[int] = []
+    small_order_seen = False
     with contextlib.suppress(TimeoutError, EOFError):  # EOF: idle timeout, we sent nothing
-        while len(tops) < 3 or len(levels) < 2:  # initial states, then one per insert
+        while not small_order_seen:
             kind, message = await view.recv(timeout=1.5)
             if kind == MT.INFO_ON_PRICE_DEPTH_BOOK:
-                levels += [level.quantity for level in message.bids]
-            elif kind == MT.INFO_ON_TOP_OF_BOOK:
-                tops.append(message.best_bid.quantity)
-    quantities = tops + levels
-    assert tops[-1:] == [huge], tops  # the second insert reached top-of-book subscribers
+                quantities += [level.quantity for level in message.bids]
+                small_order_seen = (9.99, 5) in [(lv.price, lv.quantity) for lv in message.bids]
+            elif kind == MT.INFO_ON_TOP_OF_BOOK and message.HasField("best_bid"):
+                quantities.append(message.best_bid.quantity)
     assert all(quantity > 0 for quantity in quantities), quantities
+    assert small_order_seen, "Info stopped publishing the book after the overflow"
     await view.close()
     await alice.close()
 
