@@ -17,6 +17,11 @@ in front of any Python book can do per order with this wire layer; the
 exchange's throughput is reported as a ratio to it.  Cancel and amend are
 relayed too (the brief asks only for inserts) so the same order mix can be
 sent to both and the ratio compares like with like.
+
+``relay --books SYMBOL=ID,...`` points the relay at a real Order Book instead
+(``bench/relay_front.py`` uses it to price the Risk Gateway's logic), and
+``echo --journal loop|thread`` adds a group-committed ``fdatasync`` journal to
+the echo (to price durability alone).
 """
 
 from __future__ import annotations
