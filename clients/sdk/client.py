@@ -19,6 +19,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Generator, Mapping
+from ssl import SSLContext
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -103,6 +104,7 @@ class Client:
         heartbeat_interval_s: float = 1.0,
         idle_timeout_s: float = 15.0,
         backoff_max_s: float = 2.0,
+        ssl: SSLContext | None = None,
     ) -> _Connecting:
         """Connect and log in to the Risk Gateway and Info (either may be None).
 
@@ -111,6 +113,8 @@ class Client:
         Returns once logged in everywhere and :attr:`instruments` is complete.
         Raises :class:`LoginFailed` or :class:`Disconnected` if the first
         connection fails; later drops are repaired in the background.
+        ``ssl``: a TLS context (e.g. ``services.common.wire.client.client_ssl_context
+        (ca_file)``) when the exchange's participant ports speak TLS; None: plain TCP.
         """
         client = cls(
             username,
@@ -123,6 +127,7 @@ class Client:
             "heartbeat_interval_s": heartbeat_interval_s,
             "idle_timeout_s": idle_timeout_s,
             "backoff_max_s": backoff_max_s,
+            "ssl": ssl,
         }
         if gateway_port is not None:
             client.gateway = Link(

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import Any
 
 from clients.sdk.errors import Disconnected, ExchangeError, LoginFailed, OutcomeUnknown
@@ -51,6 +52,7 @@ class Link:
         connect_timeout_s: float = 5.0,
         heartbeat_interval_s: float = 1.0,
         idle_timeout_s: float = 15.0,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.name = name
         self.host = host
@@ -67,6 +69,8 @@ class Link:
         self.connect_timeout_s = connect_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s
         self.idle_timeout_s = idle_timeout_s
+        self.ssl = ssl
+        """TLS context for a port that speaks TLS; None: plain TCP."""
         self.conn: UpstreamConnection | None = None
         self.connections = 0
         """Successful logins so far (1 after start, +1 per reconnect)."""
@@ -102,6 +106,7 @@ class Link:
             heartbeat_interval_s=self.heartbeat_interval_s,
             idle_timeout_s=self.idle_timeout_s,
             timeout_s=self.connect_timeout_s,
+            ssl=self.ssl,
         )
         self.conn = conn
         try:

@@ -21,6 +21,7 @@ from services.common.auth import Authenticator
 from services.common.clock import Clock
 from services.common.config import AdminConfig
 from services.common.logs import get_logger
+from services.common.wire.client import client_ssl_context
 from services.common.wire.server import WireServer, WireSettings
 
 __all__ = ["AdminApp", "build"]
@@ -83,6 +84,9 @@ class AdminApp:
                 self.intents.path,
                 ", ".join(intent.render() for intent in leftovers),
             )
+        if self.config.info_tls_ca_file:
+            # Here rather than in __init__: an unreadable file is a clean "cannot start".
+            self.info.ssl = client_ssl_context(self.config.info_tls_ca_file)
         self.order_book.start()
         self.info.start()
         await self.order_book.first_attempt.wait()

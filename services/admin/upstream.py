@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,8 @@ class UpstreamLink:
         self._barrier = barrier
         self.log = log
         self.connection: UpstreamConnection | None = None
+        self.ssl: ssl.SSLContext | None = None
+        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
         self.synced = False
         self.first_attempt = asyncio.Event()
         """Set once the first connection attempt has succeeded or failed."""
@@ -165,6 +168,7 @@ class UpstreamLink:
             heartbeat_interval_s=s.heartbeat_interval_s,
             idle_timeout_s=s.idle_timeout_s,
             timeout_s=s.request_timeout_s,
+            ssl=self.ssl,
         )
         try:
             message_type, message = self._barrier()

@@ -155,6 +155,15 @@ class CommonConfig:
             raise ConfigError("must not be empty", field="host")
 
 
+def _check_tls_pair(config: Any) -> None:
+    """A TLS port needs both its certificate and its key (docs/reliability.md, TLS)."""
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        missing = "tls_key_file" if config.tls_cert_file else "tls_cert_file"
+        raise ConfigError(
+            "TLS needs both tls_cert_file and tls_key_file (or neither)", field=missing
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class OrderBookConfig(CommonConfig):
     """The Order Book: the single writer of truth, with its journal in ``data_dir``."""
@@ -182,6 +191,14 @@ class InfoConfig(CommonConfig):
     """How long start-up waits for the first Order Book snapshot before serving anyway."""
     stats_save_interval_s: float = 5.0
     """How often changed trade statistics (quotes, trade numbering) are saved."""
+    tls_cert_file: str = ""
+    """PEM certificate chain; with ``tls_key_file`` the Info port speaks TLS (empty: plain TCP)."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_tls_pair(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,6 +216,8 @@ class AdminConfig(CommonConfig):
     request_timeout_s: float = 5.0
     fsync_intents: bool = True
     """fsync the intent log on every change (tests turn it off; see docs/admin.md)."""
+    info_tls_ca_file: str = ""
+    """PEM certificate (or its authority) to trust when Info speaks TLS; empty: plain TCP."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,6 +242,16 @@ class RiskGatewayConfig(CommonConfig):
     """Longest ``window_in_seconds`` a rolling limit may be set to."""
     reconnect_max_backoff_s: float = 2.0
     """Upper bound of the reconnect backoff to the Order Book and Info."""
+    tls_cert_file: str = ""
+    """PEM certificate chain; with ``tls_key_file`` the Gateway port speaks TLS (empty: plain TCP)."""
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+    info_tls_ca_file: str = ""
+    """PEM certificate (or its authority) to trust when Info speaks TLS; empty: plain TCP."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_tls_pair(self)
 
 
 # ------------------------------------------------------------------ conversion

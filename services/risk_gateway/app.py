@@ -33,6 +33,7 @@ from services.common.clock import Clock
 from services.common.config import RiskGatewayConfig
 from services.common.pb import common_pb2, info_pb2, order_book_pb2
 from services.common.users import Role
+from services.common.wire.client import client_ssl_context
 from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session
 from services.risk_gateway import translate
@@ -168,6 +169,9 @@ class RiskGatewayApp:
         self.execution.coids = restored.coids
         self.store.open(self.engine, self.coids)
         self.engine.journal = self.store.window
+        if self.config.info_tls_ca_file:
+            # Here rather than in __init__: an unreadable file is a clean "cannot start".
+            self.info.ssl = client_ssl_context(self.config.info_tls_ca_file)
         log.info(
             "risk state loaded: %d users with limits, %d client_order_ids",
             len({u for layer in self.engine.user_limits.values() for u in layer}),

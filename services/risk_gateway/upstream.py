@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,8 @@ class Link:
         self._max_backoff_s = max_backoff_s
         self.log = logger or logging.getLogger(f"optivex.risk_gateway.{name}")
         self.conn: UpstreamConnection | None = None
+        self.ssl: ssl.SSLContext | None = None
+        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
         self.ready = False
         self.generation = 0
         """Counts connections: state learned on one is void on the next."""
@@ -138,6 +141,7 @@ class Link:
                     idle_timeout_s=self._idle_timeout_s,
                     max_frame_bytes=self._max_frame_bytes,
                     timeout_s=self._connect_timeout_s,
+                    ssl=self.ssl,
                 )
                 self.conn = conn
                 await asyncio.wait_for(

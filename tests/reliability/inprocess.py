@@ -10,6 +10,7 @@ holds, the tasks of the loop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from services.common.pb import (
     order_book_pb2,
     risk_limits_pb2,
 )
-from services.common.wire.client import UpstreamConnection
+from services.common.wire.client import UpstreamConnection, client_ssl_context
 from services.info.app import build as build_info
 from services.order_book.app import build as build_order_book
 from services.risk_gateway.app import build as build_gateway
@@ -48,9 +49,15 @@ class Port:
     """A user admitted on this port."""
     serves: tuple[int, ...]
     app: Any
+    ssl: ssl.SSLContext | None = None
+    """How to reach the port when it speaks TLS."""
 
     async def client(self) -> RawClient:
-        return await RawClient.connect("127.0.0.1", self.port)
+        if self.ssl is None:
+            return await RawClient.connect("127.0.0.1", self.port)
+        return await RawClient.connect(
+            "127.0.0.1", self.port, ssl=self.ssl, server_hostname="127.0.0.1"
+        )
 
     async def logged_in(self, user: str | None = None) -> RawClient:
         client = await self.client()
@@ -73,21 +80,37 @@ class InProcessExchange:
     ports: dict[str, Port] = field(default_factory=dict)
     symbols: dict[str, int] = field(default_factory=dict)
 
-    async def start(self, **wire: Any) -> InProcessExchange:
+    async def start(
+        self, per_service: dict[str, dict[str, Any]] | None = None, **wire: Any
+    ) -> InProcessExchange:
+        """Start all four; ``wire`` settings go to every service, ``per_service``
+        adds settings by service name (``{"info": {"tls_cert_file": ...}}``)."""
         self.wire = {"login_timeout_s": LOGIN_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S, **wire}
-        common = dict(self.wire)
+        extra = per_service or {}
+
+        def settings(name: str) -> dict[str, Any]:
+            return {**self.wire, **extra.get(name, {})}
+
         book, book_port = await start_app(
             build_order_book,
-            make_config(OrderBookConfig, self.tmp / "ob", fsync="none", **common),
+            make_config(OrderBookConfig, self.tmp / "ob", fsync="none", **settings("order_book")),
         )
         info, info_port = await start_app(
             build_info,
-            make_config(InfoConfig, self.tmp / "info", order_book_port=book_port, **common),
+            make_config(
+                InfoConfig, self.tmp / "info", order_book_port=book_port, **settings("info")
+            ),
         )
         upstream = {"order_book_port": book_port, "info_port": info_port}
         admin, admin_port = await start_app(
             build_admin,
-            make_config(AdminConfig, self.tmp / "admin", fsync_intents=False, **upstream, **common),
+            make_config(
+                AdminConfig,
+                self.tmp / "admin",
+                fsync_intents=False,
+                **upstream,
+                **settings("admin"),
+            ),
         )
         gateway, gateway_port = await start_app(
             build_gateway,
@@ -96,7 +119,7 @@ class InProcessExchange:
                 self.tmp / "rg",
                 reconnect_max_backoff_s=0.2,
                 **upstream,
-                **common,
+                **settings("risk_gateway"),
             ),
         )
         self.ports = {
@@ -109,6 +132,10 @@ class InProcessExchange:
                 "risk_gateway", gateway_port, "alice", (40, 42, 46, 50, 52, 54, 56), gateway
             ),
         }
+        for name, port in self.ports.items():
+            cert = extra.get(name, {}).get("tls_cert_file")
+            if cert:
+                port.ssl = client_ssl_context(cert)
         return self
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
@@ -33,6 +34,19 @@ M = TypeVar("M", bound=Message)
 ON_ERROR = common_pb2.MessageType.ON_ERROR
 HEARTBEAT = common_pb2.MessageType.HEARTBEAT
 LOGIN_REQUEST = common_pb2.MessageType.LOGIN_REQUEST
+
+
+def client_ssl_context(ca_file: str = "") -> ssl_module.SSLContext:
+    """A TLS context for connecting to a port that speaks TLS.
+
+    ``ca_file`` (PEM) is the certificate, or the authority that signed it, to
+    trust; empty means the system's trust store.  The server's name (or IP
+    address) is checked against its certificate.  Pass the context as ``ssl=``
+    to :meth:`UpstreamConnection.open` (or the SDK's ``Client.connect``).
+    """
+    context = ssl_module.create_default_context(cafile=ca_file or None)
+    context.minimum_version = ssl_module.TLSVersion.TLSv1_2
+    return context
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -82,7 +96,11 @@ class UpstreamConnection(asyncio.Protocol):
         timeout_s: float = 10.0,
         ssl: Any = None,
     ) -> Self:
-        """Connect and log in; raises ``OSError``, ``RemoteError`` or ``TimeoutError``."""
+        """Connect and log in; raises ``OSError``, ``RemoteError`` or ``TimeoutError``.
+
+        ``ssl``: an :class:`ssl.SSLContext` for a port that speaks TLS (see
+        :func:`client_ssl_context`), None for plain TCP.
+        """
         loop = asyncio.get_running_loop()
 
         factory = functools.partial(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -75,12 +76,33 @@ class WireSettings:
     max_frame_bytes: int = 1 << 20
     max_frame_bytes_before_login: int = 4096
     max_output_buffer_bytes: int = 8 << 20
+    tls_cert_file: str = ""
+    """PEM certificate chain: when set (with ``tls_key_file``) the port speaks TLS."""
+    tls_key_file: str = ""
 
     @classmethod
     def from_config(cls, config: Any) -> WireSettings:
         """Take the same-named fields from a service config object."""
         fields = cls.__dataclass_fields__
         return cls(**{name: getattr(config, name) for name in fields if hasattr(config, name)})
+
+
+def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext | None:
+    """The TLS context of a port, or None for plain TCP (both paths empty).
+
+    TLS 1.2 at least, the ``ssl`` module's default ciphers; no client
+    certificates (clients prove who they are with the protocol's login).
+    Raises ``OSError`` (``ssl.SSLError`` is one) for unreadable or mismatched
+    files, which a service reports as "cannot start".
+    """
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        raise OSError("TLS needs both a certificate file and a key file")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class Clock(Protocol):
@@ -124,18 +146,30 @@ class WireServer:
         self.sessions: set[Session] = set()
         self.host = ""
         self.port = 0
+        self.tls = False
         self._server: asyncio.Server | None = None
         self._housekeeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Bind and start serving; returns the bound address (port 0 picks one)."""
         loop = asyncio.get_running_loop()
+        settings = self.settings
+        context = server_ssl_context(settings.tls_cert_file, settings.tls_key_file)
         self._server = await loop.create_server(
-            lambda: Session(self), host, port, reuse_address=True, backlog=1024
+            lambda: Session(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=1024,
+            ssl=context,
+            # A peer that never finishes the handshake is dropped like one that
+            # never logs in (the session's login deadline starts after it).
+            ssl_handshake_timeout=settings.login_timeout_s if context else None,
         )
         sock = self._server.sockets[0]
         bound = sock.getsockname()
         self.host, self.port = str(bound[0]), int(bound[1])
+        self.tls = context is not None
         self._housekeeper = loop.create_task(self._housekeeping())
         return self.host, self.port
 
