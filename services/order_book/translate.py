@@ -42,6 +42,15 @@ DELETE: Final = MT.ORDER_BOOK_DELETE_REQUEST
 CLEAR: Final = MT.ORDER_BOOK_CLEAR_REQUEST
 STATS: Final = MT.ORDER_BOOK_GET_STATS_REQUEST
 
+# Event frame types as plain ints: attribute access on a protobuf enum wrapper
+# costs a Python-level lookup per event on the hot path.
+_ON_ORDER_BOOK_CREATED: Final = int(MT.ORDER_BOOK_ON_ORDER_BOOK_CREATED)
+_ON_ORDER_INSERTED: Final = int(MT.ORDER_BOOK_ON_ORDER_INSERTED)
+_ON_ORDER_CANCELLED: Final = int(MT.ORDER_BOOK_ON_ORDER_CANCELLED)
+_ON_TRADE: Final = int(MT.ORDER_BOOK_ON_TRADE)
+_ON_ORDER_BOOK_DELETED: Final = int(MT.ORDER_BOOK_ON_ORDER_BOOK_DELETED)
+_ON_ORDER_AMENDED: Final = int(MT.ORDER_BOOK_ON_ORDER_AMENDED)
+
 JOURNALED: Final = frozenset({INSERT, CANCEL, AMEND, CREATE, DELETE, CLEAR})
 """Commands that can change state (and so are journaled when accepted)."""
 
@@ -96,7 +105,7 @@ class EventEncoder:
             price_rule=e.price_rule,  # type: ignore[arg-type]
             sequence_number=e.sequence_number,
         )
-        return encode_frame(MT.ORDER_BOOK_ON_ORDER_BOOK_CREATED, message.SerializeToString())
+        return encode_frame(_ON_ORDER_BOOK_CREATED, message.SerializeToString())
 
     def _inserted(self, e: OnOrderInserted) -> bytes:
         message = pb.OnOrderInserted(
@@ -111,7 +120,7 @@ class EventEncoder:
             time_in_force=e.time_in_force,  # type: ignore[arg-type]
             sequence_number=e.sequence_number,
         )
-        return encode_frame(MT.ORDER_BOOK_ON_ORDER_INSERTED, message.SerializeToString())
+        return encode_frame(_ON_ORDER_INSERTED, message.SerializeToString())
 
     def _cancelled(self, e: OnOrderCancelled) -> bytes:
         message = pb.OnOrderCancelled(
@@ -121,7 +130,7 @@ class EventEncoder:
             cancelled_quantity=e.cancelled_quantity,
             sequence_number=e.sequence_number,
         )
-        return encode_frame(MT.ORDER_BOOK_ON_ORDER_CANCELLED, message.SerializeToString())
+        return encode_frame(_ON_ORDER_CANCELLED, message.SerializeToString())
 
     def _trade(self, e: OnTrade) -> bytes:
         book = e.order_book_id
@@ -137,13 +146,13 @@ class EventEncoder:
             aggressor_price=self._price(book, e.aggressor_price_ticks),
             sequence_number=e.sequence_number,
         )
-        return encode_frame(MT.ORDER_BOOK_ON_TRADE, message.SerializeToString())
+        return encode_frame(_ON_TRADE, message.SerializeToString())
 
     def _deleted(self, e: OnOrderBookDeleted) -> bytes:
         message = pb.OnOrderBookDeleted(
             order_book_id=e.order_book_id, timestamp=e.timestamp, sequence_number=e.sequence_number
         )
-        return encode_frame(MT.ORDER_BOOK_ON_ORDER_BOOK_DELETED, message.SerializeToString())
+        return encode_frame(_ON_ORDER_BOOK_DELETED, message.SerializeToString())
 
     def _amended(self, e: OnOrderAmended) -> bytes:
         message = pb.OnOrderAmended(
@@ -156,7 +165,7 @@ class EventEncoder:
             kept_priority=e.kept_priority,
             sequence_number=e.sequence_number,
         )
-        return encode_frame(MT.ORDER_BOOK_ON_ORDER_AMENDED, message.SerializeToString())
+        return encode_frame(_ON_ORDER_AMENDED, message.SerializeToString())
 
     def snapshot(self, engine: Engine) -> Iterator[bytes]:
         """The login snapshot: every live book, then every resting order, sequence 0.
@@ -172,7 +181,7 @@ class EventEncoder:
                 tick_size=info.tick_size,
                 price_rule=info.price_rule,  # type: ignore[arg-type]
             )
-            yield encode_frame(MT.ORDER_BOOK_ON_ORDER_BOOK_CREATED, message.SerializeToString())
+            yield encode_frame(_ON_ORDER_BOOK_CREATED, message.SerializeToString())
         for order in engine.resting_orders():
             message_inserted = pb.OnOrderInserted(
                 order_id=order.order_id,
@@ -184,9 +193,7 @@ class EventEncoder:
                 username=order.username,
                 time_in_force=order.time_in_force,  # type: ignore[arg-type]
             )
-            yield encode_frame(
-                MT.ORDER_BOOK_ON_ORDER_INSERTED, message_inserted.SerializeToString()
-            )
+            yield encode_frame(_ON_ORDER_INSERTED, message_inserted.SerializeToString())
 
 
 class CommandProcessor:

@@ -31,9 +31,12 @@ async def start_book(data_dir: Path, **overrides: Any) -> tuple[OrderBookApp, in
     return app, port
 
 
-@pytest.fixture
-async def book(tmp_path: Path) -> AsyncIterator[tuple[OrderBookApp, int]]:
-    app, port = await start_book(tmp_path, fsync="none")
+@pytest.fixture(params=["none", "batch"])
+async def book(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[OrderBookApp, int]]:
+    """Both commit paths: released inline (none) and synced on the worker (batch)."""
+    app, port = await start_book(tmp_path, fsync=request.param)
     yield app, port
     await app.stop()
 
