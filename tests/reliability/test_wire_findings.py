@@ -1,13 +1,11 @@
 """Findings in the shared wire layer that the reliability tests ran into.
 
 The wire layer (``services/common/wire/session.py`` and the housekeeping in
-``server.py``) belongs to the lead; these tests state the rule and are marked
-``xfail(strict=True)`` until it is fixed, so the fix turns them green loudly.
+``server.py``): found by the fault tests, fixed there (heartbeats are written
+ahead of answers still pending); these tests keep it fixed.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from services.common.pb import common_pb2, execution_pb2
 from services.common.wire.server import WireSettings
@@ -16,17 +14,6 @@ from tests.wire.test_server import start
 MT = common_pb2.MessageType
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "wire: the server's heartbeat is queued behind unanswered requests "
-        "(WireServer._housekeeping uses Session.send_frame, which waits for earlier "
-        "response slots), so a peer whose request waits on a frozen upstream hears "
-        "nothing and drops the connection at its own idle timeout. PROTOCOL.md: a "
-        "service sends a heartbeat on any connection on which it has sent nothing for "
-        "1 s. Fix: write heartbeats straight to the transport (they carry no order)."
-    ),
-)
 async def test_heartbeats_flow_while_a_request_is_unanswered() -> None:
     harness = await start(WireSettings(heartbeat_interval_s=0.1, idle_timeout_s=10))
     client = await harness.logged_in()

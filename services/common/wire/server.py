@@ -222,5 +222,5 @@ class WireServer:
                         beat = encode_frame(
                             HEARTBEAT, heartbeat(timestamp=self.clock.now_ns()).SerializeToString()
                         )
-                    session.send_frame(beat)
+                    session.send_unordered(beat)
                     session.last_sent = now

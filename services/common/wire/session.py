@@ -356,6 +356,15 @@ class Session(asyncio.Protocol):
         else:
             self._write(frame)
 
+    def send_unordered(self, frame: bytes) -> None:
+        """Write a frame now, ahead of answers still waiting for earlier requests.
+
+        Only for frames that carry no order (heartbeats): a peer whose request
+        waits on a slow upstream must still hear from us, or it would drop the
+        connection at its idle timeout.
+        """
+        self._write(frame)
+
     def send_error(self, message_type: int, reason: str, request_id: int = 0) -> None:
         """Send ``ON_ERROR`` naming the offending type; the connection stays open."""
         error = common_pb2.OnError(
