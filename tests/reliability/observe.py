@@ -198,9 +198,16 @@ class InfoView:
             )
             self.changed.set()
 
-    async def open(self, port: int, symbols: Iterable[str], user: str = "dave") -> InfoView:
+    async def open(
+        self, port: int, symbols: Iterable[str], user: str = "dave", password: str = ""
+    ) -> InfoView:
         self.conn = await UpstreamConnection.open(
-            "127.0.0.1", port, user, f"{user}-demo", name=f"info-view-{user}", on_push=self._push
+            "127.0.0.1",
+            port,
+            user,
+            password or f"{user}-demo",
+            name=f"info-view-{user}",
+            on_push=self._push,
         )
         await asyncio.wait_for(
             asyncio.gather(
