@@ -19,6 +19,11 @@ def first_python_block(path: Path) -> str:
     return match.group(1)
 
 
+def test_readme_shows_the_same_example() -> None:
+    """The README's quick start is the example tested below, character for character."""
+    assert first_python_block(ROOT / "README.md") == first_python_block(ROOT / "docs" / "sdk.md")
+
+
 async def test_ten_line_example_runs(exchange: Exchange) -> None:
     symbol = await new_instrument(exchange, "DOC")
     code = first_python_block(ROOT / "docs" / "sdk.md")
