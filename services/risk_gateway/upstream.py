@@ -1,9 +1,9 @@
 """Reconnecting links to the Order Book and to Info, with coalesced barriers.
 
-A :class:`Link` keeps one logged-in :class:`UpstreamConnection` alive: on loss
-it reconnects in the background with exponential backoff (0.05 s doubling to
-``max_backoff_s``), logging one WARNING per outage rather than per attempt. It
-is *ready* once connected **and** synchronised: after login the peer first
+A :class:`Link` keeps one logged-in connection alive through a
+:class:`~services.common.wire.link.ReconnectingLink` (backoff to
+``max_backoff_s``, one WARNING per outage). It is *ready* once connected
+**and** synchronised: after login the peer first
 sends its current state (the Order Book's snapshot, Info's instrument list),
 and a :meth:`barrier` round trip proves all of it has been processed.
 
@@ -24,18 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 from google.protobuf.message import Message
 
 from services.common.wire.client import UpstreamConnection
-from services.common.wire.errors import ConnectionLost, RemoteError
+from services.common.wire.errors import ConnectionLost
+from services.common.wire.link import ReconnectingLink
 
 __all__ = ["Link"]
-
-INITIAL_BACKOFF_S = 0.05
 
 
 class Link:
@@ -71,50 +70,62 @@ class Link:
         self.name = name
         self.host = host
         self.port = port
-        self._username = username
-        self._password = password
         self._barrier_type = barrier_type
         self._barrier_message = barrier_message
-        self._on_push = on_push
-        self._on_connecting = on_connecting
         self._on_ready = on_ready
-        self._on_lost = on_lost
-        self._heartbeat_interval_s = heartbeat_interval_s
-        self._idle_timeout_s = idle_timeout_s
-        self._max_frame_bytes = max_frame_bytes
         self._connect_timeout_s = connect_timeout_s
-        self._max_backoff_s = max_backoff_s
         self.log = logger or logging.getLogger(f"optivex.risk_gateway.{name}")
-        self.conn: UpstreamConnection | None = None
-        self.ssl: ssl.SSLContext | None = None
-        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
-        self.ready = False
-        self.generation = 0
-        """Counts connections: state learned on one is void on the next."""
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._first_attempt: asyncio.Event | None = None
+        self.link = ReconnectingLink(
+            name,
+            host,
+            port,
+            username,
+            password,
+            log=self.log,
+            on_push=on_push,
+            on_connecting=on_connecting,
+            on_up=self._sync,
+            on_down=on_lost,
+            heartbeat_interval_s=heartbeat_interval_s,
+            idle_timeout_s=idle_timeout_s,
+            max_frame_bytes=max_frame_bytes,
+            connect_timeout_s=connect_timeout_s,
+            backoff_max_s=max_backoff_s,
+        )
         self._open_barrier: asyncio.Future[None] | None = None
+
+    @property
+    def conn(self) -> UpstreamConnection | None:
+        return self.link.conn
+
+    @property
+    def ready(self) -> bool:
+        return self.link.connected
+
+    @property
+    def generation(self) -> int:
+        """Counts connections: state learned on one is void on the next."""
+        return self.link.generation
+
+    @property
+    def ssl(self) -> SSLContext | None:
+        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
+        return self.link.ssl
+
+    @ssl.setter
+    def ssl(self, context: SSLContext | None) -> None:
+        self.link.ssl = context
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, wait_s: float) -> None:
         """Start connecting; wait up to ``wait_s`` for the first attempt to finish."""
-        self._first_attempt = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self.link.start()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_attempt.wait(), wait_s)
+            await asyncio.wait_for(self.link.first_attempt.wait(), wait_s)
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self.conn is not None:
-            self.conn.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self.ready = False
+        await self.link.stop()
 
     def resync(self, reason: str) -> None:
         """Drop the connection so a fresh one resynchronises (e.g. a sequence gap)."""
@@ -122,66 +133,12 @@ class Link:
         if self.conn is not None:
             self.conn.close()
 
-    async def _run(self) -> None:
-        delay = INITIAL_BACKOFF_S
-        outage_logged = False
-        while not self._stopping:
-            conn: UpstreamConnection | None = None
-            try:
-                self.generation += 1
-                self._on_connecting()
-                conn = await UpstreamConnection.open(
-                    self.host,
-                    self.port,
-                    self._username,
-                    self._password,
-                    name=self.name,
-                    on_push=self._on_push,
-                    heartbeat_interval_s=self._heartbeat_interval_s,
-                    idle_timeout_s=self._idle_timeout_s,
-                    max_frame_bytes=self._max_frame_bytes,
-                    timeout_s=self._connect_timeout_s,
-                    ssl=self.ssl,
-                )
-                self.conn = conn
-                await asyncio.wait_for(
-                    conn.request(self._barrier_type, self._barrier_message()),
-                    self._connect_timeout_s,
-                )
-            except (OSError, RemoteError, ConnectionLost, TimeoutError) as exc:
-                self.conn = None
-                if conn is not None:
-                    conn.close()
-                if not outage_logged:
-                    self.log.warning(
-                        "%s at %s:%d unavailable (%s); retrying with backoff",
-                        self.name,
-                        self.host,
-                        self.port,
-                        exc or type(exc).__name__,
-                    )
-                    outage_logged = True
-                self._attempted()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
-                continue
-            self.ready = True
-            self._on_ready()
-            self.log.info("%s at %s:%d connected", self.name, self.host, self.port)
-            delay = INITIAL_BACKOFF_S
-            outage_logged = False
-            self._attempted()
-            await conn.wait_closed()
-            self.ready = False
-            self.conn = None
-            self._on_lost()
-            if not self._stopping:
-                self.log.warning("%s: connection lost; reconnecting", self.name)
-                outage_logged = True
-
-    def _attempted(self) -> None:
-        if self._first_attempt is not None:
-            self._first_attempt.set()
+    async def _sync(self, conn: UpstreamConnection) -> None:
+        """After login: the barrier's answer proves the login snapshot is in."""
+        await asyncio.wait_for(
+            conn.request(self._barrier_type, self._barrier_message()), self._connect_timeout_s
+        )
+        self._on_ready()
 
     # ------------------------------------------------------------------ requests
 
