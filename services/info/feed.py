@@ -1,7 +1,7 @@
 """The Order Book event stream, kept up forever: connect, snapshot, follow, resync.
 
-One background task owns the upstream connection (Info logs in as the ``service``
-user). Each connection starts a **fresh** :class:`~services.info.mirror.Mirror`
+A :class:`~services.common.wire.link.ReconnectingLink` owns the upstream
+connection (Info logs in as the ``service`` user). Each connection starts a **fresh** :class:`~services.info.mirror.Mirror`
 that takes the login snapshot (sequence number 0). The snapshot is complete at the
 first live event or when the *barrier* returns: right after login Info sends a
 ``GetStatsRequest``, and since the Order Book writes the snapshot on login, before
@@ -24,7 +24,6 @@ publishes every changed book once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from typing import Any, Protocol
@@ -33,7 +32,7 @@ from services.common.clock import Clock
 from services.common.config import InfoConfig
 from services.common.pb import common_pb2, order_book_pb2
 from services.common.wire.client import UpstreamConnection
-from services.common.wire.errors import ConnectionLost, RemoteError
+from services.common.wire.link import ReconnectingLink
 from services.info.mirror import Mirror, MirrorError, SequenceGap
 from services.info.translate import EVENT_TYPES, event_from_pb
 
@@ -72,23 +71,40 @@ class OrderBookFeed:
         self.resyncs = 0
         """Snapshots taken after the first one (for tests and stats)."""
         self._building: Mirror | None = None
-        self._conn: UpstreamConnection | None = None
-        self._generation = 0
-        self._task: asyncio.Task[None] | None = None
+        self._barrier: asyncio.Future[Any] | None = None
+        self._fallback: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
-        self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.link = ReconnectingLink(
+            "info->order_book",
+            config.order_book_host,
+            config.order_book_port,
+            config.service_username,
+            config.service_password,
+            log=log,
+            on_push=self._on_push,
+            on_connecting=self._on_connecting,
+            on_up=self._on_up,
+            on_down=self._on_down,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            idle_timeout_s=config.idle_timeout_s,
+            max_frame_bytes=config.max_frame_bytes,
+            connect_timeout_s=max(1.0, config.login_timeout_s),
+            backoff_initial_s=BACKOFF_START_S,
+            backoff_max_s=BACKOFF_MAX_S,
+            healthy_after_s=HEALTHY_AFTER_S,
+        )
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None and self._conn.connected
+        return self.link.connected
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, wait_s: float) -> None:
         """Start following; wait up to ``wait_s`` for the first snapshot (not an error)."""
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="info-order-book-feed")
+        self.link.start()
         try:
             await asyncio.wait_for(self.synced.wait(), wait_s)
         except TimeoutError:
@@ -101,94 +117,40 @@ class OrderBookFeed:
             )
 
     async def stop(self) -> None:
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self.link.stop()
+        self._on_down()
 
     def resync(self, reason: str) -> None:
-        """Drop the connection; the run loop reconnects and takes a fresh snapshot."""
+        """Drop the connection; the link reconnects and a fresh snapshot is taken."""
         log.warning("resynchronising with the Order Book: %s", reason)
-        self._generation += 1  # late frames of the old connection are ignored
-        conn = self._conn
-        if conn is not None and conn.transport is not None:
-            conn.transport.abort()
+        self.link.drop()  # late frames of the old connection are ignored
 
-    # ------------------------------------------------------------------ the connection loop
+    # ------------------------------------------------------------------ the link's hooks
 
-    async def _run(self) -> None:
-        config = self.config
-        delay = BACKOFF_START_S
-        outage = False
-        while not self._stopping:
-            self._generation += 1
-            generation = self._generation
-            self._building = Mirror()
-            try:
-                conn = await UpstreamConnection.open(
-                    config.order_book_host,
-                    config.order_book_port,
-                    config.service_username,
-                    config.service_password,
-                    name="info->order_book",
-                    on_push=functools.partial(self._on_push, generation),
-                    heartbeat_interval_s=config.heartbeat_interval_s,
-                    idle_timeout_s=config.idle_timeout_s,
-                    max_frame_bytes=config.max_frame_bytes,
-                    timeout_s=max(1.0, config.login_timeout_s),
-                )
-            except (OSError, TimeoutError, RemoteError, ConnectionLost) as exc:
-                self._building = None
-                if not outage:
-                    outage = True
-                    log.warning(
-                        "cannot reach the Order Book at %s:%d (%s); retrying with backoff",
-                        config.order_book_host,
-                        config.order_book_port,
-                        exc or type(exc).__name__,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            if outage:
-                log.info("reconnected to the Order Book; rebuilding from a fresh snapshot")
-                outage = False
-            self._conn = conn
-            connected_at = self.clock.monotonic()
-            barrier = conn.request_raw(
-                MT.ORDER_BOOK_GET_STATS_REQUEST, order_book_pb2.GetStatsRequest()
-            )
-            barrier.add_done_callback(functools.partial(self._barrier_done, generation))
-            # An Order Book that never answers the barrier (and is idle) must not
-            # leave Info without a mirror forever.
-            fallback = asyncio.get_running_loop().call_later(
-                SNAPSHOT_FALLBACK_S,
-                functools.partial(
-                    self._end_snapshot, generation, "no answer to the snapshot barrier"
-                ),
-            )
-            await conn.wait_closed()
-            fallback.cancel()
-            if not barrier.done():
-                barrier.cancel()
-            self._conn = None
-            self._building = None
-            if self._stopping:
-                return
-            if generation == self._generation:
-                # Lost (not dropped by resync()): an outage until the next success.
-                log.warning("lost the Order Book connection; reconnecting")
-                outage = True
-            if self.clock.monotonic() - connected_at >= HEALTHY_AFTER_S:
-                delay = BACKOFF_START_S
-                continue
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
+    def _on_connecting(self) -> None:
+        self._building = Mirror()
+
+    async def _on_up(self, conn: UpstreamConnection) -> None:
+        generation = self.link.generation
+        self._barrier = conn.request_raw(
+            MT.ORDER_BOOK_GET_STATS_REQUEST, order_book_pb2.GetStatsRequest()
+        )
+        self._barrier.add_done_callback(functools.partial(self._barrier_done, generation))
+        # An Order Book that never answers the barrier (and is idle) must not
+        # leave Info without a mirror forever.
+        self._fallback = asyncio.get_running_loop().call_later(
+            SNAPSHOT_FALLBACK_S,
+            functools.partial(self._end_snapshot, generation, "no answer to the snapshot barrier"),
+        )
+
+    def _on_down(self) -> None:
+        if self._fallback is not None:
+            self._fallback.cancel()
+            self._fallback = None
+        if self._barrier is not None and not self._barrier.done():
+            self._barrier.cancel()
+        self._barrier = None
+        self._building = None
 
     def _barrier_done(self, generation: int, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -196,7 +158,7 @@ class OrderBookFeed:
         self._end_snapshot(generation)
 
     def _end_snapshot(self, generation: int, why: str = "") -> None:
-        if generation == self._generation and self._building is not None:
+        if generation == self.link.generation and self._building is not None:
             if why:
                 log.warning("taking the snapshot as complete: %s", why)
             self._building.end_snapshot()
@@ -220,8 +182,8 @@ class OrderBookFeed:
 
     # ------------------------------------------------------------------ events
 
-    def _on_push(self, generation: int, message_type: int, message: Any) -> None:
-        if generation != self._generation or message_type not in EVENT_TYPES:
+    def _on_push(self, message_type: int, message: Any) -> None:
+        if message_type not in EVENT_TYPES:
             return
         building = self._building
         mirror = building if building is not None else self.mirror

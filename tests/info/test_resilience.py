@@ -140,7 +140,7 @@ async def test_lost_events_are_repaired_by_a_fresh_snapshot(exchange: Exchange) 
     await exchange.subscribe(client, "ABC", DEPTH)
     info = exchange.info
     assert info is not None
-    upstream = info.feed._conn
+    upstream = info.feed.link.conn
     assert upstream is not None and upstream.transport is not None
     upstream.transport.pause_reading()
     await exchange.insert(book, BUY, 10.1, 1)  # these events are never read ...

@@ -241,7 +241,7 @@ async def test_unknown_book_is_refused_after_a_bounded_wait(exchange: Exchange) 
 async def test_creation_waits_for_a_book_event_still_in_flight(exchange: Exchange) -> None:
     info = exchange.info
     assert info is not None
-    upstream = info.feed._conn
+    upstream = info.feed.link.conn
     assert upstream is not None and upstream.transport is not None
     upstream.transport.pause_reading()  # the book's creation event will be late
     book = await exchange.create_book()
