@@ -132,11 +132,17 @@ async def test_frozen_order_book_is_reported_unavailable_quickly_then_recovers(
     idle_s = 2.0
     idle = ("--heartbeat-interval-s", "0.5", "--idle-timeout-s", str(idle_s))
     cluster, books = await _start(tmp_path, common=idle)
-    # The participants' own idle timeout is longer than the Gateway's link to the
-    # Order Book, so what is measured is the Gateway's answer, not a client
-    # giving up first (see test_wire_findings for why that matters).
+    # The participants use the same idle timeout as the Gateway's link to the
+    # Order Book: the Gateway keeps sending them heartbeats while their requests
+    # wait on the frozen Order Book, so they stay connected and get the answer.
     traders = await Traders(
-        cluster.gateway.port, USERS, SYMBOLS, seed=seed, rate=100, idle_timeout_s=4 * idle_s
+        cluster.gateway.port,
+        USERS,
+        SYMBOLS,
+        seed=seed,
+        rate=100,
+        heartbeat_interval_s=0.5,
+        idle_timeout_s=idle_s,
     ).connect()
     ledger = traders.ledger
     try:
@@ -160,6 +166,7 @@ async def test_frozen_order_book_is_reported_unavailable_quickly_then_recovers(
         assert max(latency for _, latency in ledger.unavailable) < idle_s + 1.0
         await traders.wait_acked(30, timeout=30)  # recovered
         await traders.stop()
+        assert sum(client.reconnects for client in traders.clients) == 0
         await _verify(cluster, traders, books)
     finally:
         await traders.close()
