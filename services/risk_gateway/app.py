@@ -53,6 +53,8 @@ PARTICIPANT: Final = frozenset({int(Role.PARTICIPANT)})
 PARTICIPANT_OR_ADMIN: Final = frozenset({int(Role.PARTICIPANT), int(Role.ADMIN)})
 HOUSEKEEPING_S: Final = 5.0
 FIRST_CONNECT_WAIT_S: Final = 3.0
+STOP_GRACE_S: Final = 2.0
+"""How long stop() waits for forwarded requests to be answered."""
 
 REASON_CLEARED: Final = "order book cleared"
 REASON_DELETED: Final = "instrument deleted"
@@ -78,6 +80,8 @@ class RiskGatewayApp:
         self.coids = ClientOrderIds()
         self.sessions: dict[str, set[Session]] = {}
         self._in_flight: set[asyncio.Future[Message]] = set()
+        self.stopping = False
+        """Set by stop(): execution requests are refused, nothing more is forwarded."""
         self._unsolicited: list[Cancelled] = []
         self._unsolicited_scheduled = False
         self._housekeeper: asyncio.Task[None] | None = None
@@ -185,14 +189,21 @@ class RiskGatewayApp:
         return address
 
     async def stop(self) -> None:
+        """Finish in-flight work, then close: refuse new execution requests
+        first (``service is shutting down``), so that every request that was
+        forwarded is answered before the connections close (an answer arriving
+        after its session closed would leave an order its owner never heard of)."""
+        self.stopping = True
         if self._housekeeper is not None:
             self._housekeeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
             self._housekeeper = None
-        if self._in_flight:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE_S
+        while self._in_flight and loop.time() < deadline:
             # Let forwarded requests get their answers before closing connections.
-            await asyncio.wait(list(self._in_flight), timeout=2.0)
+            await asyncio.wait(list(self._in_flight), timeout=deadline - loop.time())
         await self.server.stop()
         await asyncio.gather(self.order_book.stop(), self.info.stop())
         try:

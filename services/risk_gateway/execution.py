@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from google.protobuf.message import Message
 
 from services.common.prices import PriceError, to_ticks
-from services.common.wire.errors import ConnectionLost, RemoteError
+from services.common.wire.errors import SHUTTING_DOWN, ConnectionLost, RemoteError
 from services.common.wire.session import Session
 from services.risk_gateway import translate
 from services.risk_gateway.coids import client_order_id_too_long
@@ -91,6 +91,8 @@ class ExecutionHandlers:
     def insert(self, session: Session, request: Any) -> Reply:
         user = session.username
         request_id = request.request_id
+        if self.app.stopping:
+            return translate.insert_error(request_id, SHUTTING_DOWN)
         coid = request.client_order_id
         if coid:
             if client_order_id_too_long(coid):
@@ -238,6 +240,8 @@ class ExecutionHandlers:
 
     def cancel(self, session: Session, request: Any) -> Reply:
         request_id = request.request_id
+        if self.app.stopping:
+            return translate.cancel_error(request_id, SHUTTING_DOWN)
         symbol = request.instrument_symbol
         if not valid_symbol(symbol):
             return translate.cancel_error(request_id, INVALID_SYMBOL)
@@ -312,6 +316,8 @@ class ExecutionHandlers:
 
     def amend(self, session: Session, request: Any) -> Reply:
         request_id = request.request_id
+        if self.app.stopping:
+            return translate.amend_error(request_id, SHUTTING_DOWN)
         symbol = request.instrument_symbol
         if not valid_symbol(symbol):
             return translate.amend_error(request_id, INVALID_SYMBOL)
@@ -397,7 +403,15 @@ class ExecutionHandlers:
     def _forward(
         self, ticket: Ticket, message_type: int, message: Message
     ) -> asyncio.Future[Any] | None:
-        """Send to the Order Book; None (and the ticket refunded) if nothing left."""
+        """Send to the Order Book; None (and the ticket refunded) if nothing left.
+
+        Nothing leaves once the Gateway is stopping (a request that was waiting
+        for Info gets here late): its answer could no longer reach the client.
+        """
+        if self.app.stopping:
+            self.engine.refund(ticket, message=True)
+            self.app.save_quietly()
+            return None
         answer = self.ob.request_raw(message_type, message)
         if answer.done() and answer.exception() is not None:
             self.engine.refund(ticket, message=True)
