@@ -86,7 +86,7 @@ class AdminApp:
             )
         if self.config.info_tls_ca_file:
             # Here rather than in __init__: an unreadable file is a clean "cannot start".
-            self.info.ssl = client_ssl_context(self.config.info_tls_ca_file)
+            self.info.link.ssl = client_ssl_context(self.config.info_tls_ca_file)
         self.order_book.start()
         self.info.start()
         await self.order_book.first_attempt.wait()

@@ -21,7 +21,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from ssl import SSLContext
 from typing import Any
 
 from google.protobuf.message import Message
@@ -107,15 +106,6 @@ class UpstreamLink:
     @property
     def synced(self) -> bool:
         return self.link.connected
-
-    @property
-    def ssl(self) -> SSLContext | None:
-        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
-        return self.link.ssl
-
-    @ssl.setter
-    def ssl(self, context: SSLContext | None) -> None:
-        self.link.ssl = context
 
     def start(self) -> None:
         self.link.start()

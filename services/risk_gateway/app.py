@@ -175,7 +175,7 @@ class RiskGatewayApp:
         self.engine.journal = self.store.window
         if self.config.info_tls_ca_file:
             # Here rather than in __init__: an unreadable file is a clean "cannot start".
-            self.info.ssl = client_ssl_context(self.config.info_tls_ca_file)
+            self.info.link.ssl = client_ssl_context(self.config.info_tls_ca_file)
         log.info(
             "risk state loaded: %d users with limits, %d client_order_ids",
             len({u for layer in self.engine.user_limits.values() for u in layer}),

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from ssl import SSLContext
 from typing import Any
 
 from google.protobuf.message import Message
@@ -106,15 +105,6 @@ class Link:
     def generation(self) -> int:
         """Counts connections: state learned on one is void on the next."""
         return self.link.generation
-
-    @property
-    def ssl(self) -> SSLContext | None:
-        """TLS context when the peer's port speaks TLS (Info may); None: plain TCP."""
-        return self.link.ssl
-
-    @ssl.setter
-    def ssl(self, context: SSLContext | None) -> None:
-        self.link.ssl = context
 
     # ------------------------------------------------------------------ lifecycle
 
