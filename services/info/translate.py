@@ -189,9 +189,17 @@ def price_of(ticks: int, tick_size: float) -> float:
     return price
 
 
+MAX_LEVEL_QUANTITY: Final = 2**31 - 1
+"""``PriceLevel.quantity`` is int32; a level's total can exceed it (two maximal
+orders at one price). The wire shows such a level as 2**31-1, never a wrapped
+negative number; the mirror keeps the exact sum."""
+
+
 def top_payload(symbol: str, timestamp: int, view: TopView, tick_size: float) -> bytes:
     """``OnTopOfBook`` without its sequence number, serialised."""
     bid, bid_qty, ask, ask_qty = view
+    bid_qty = min(bid_qty, MAX_LEVEL_QUANTITY)
+    ask_qty = min(ask_qty, MAX_LEVEL_QUANTITY)
     message = info_pb2.OnTopOfBook(instrument_symbol=symbol, timestamp=timestamp)
     if bid:
         message.best_bid.price = price_of(bid, tick_size)
@@ -213,7 +221,7 @@ def _level(field_tag: int, tick_size: float, ticks: int, quantity: int) -> bytes
         b"\x09"
         + _DOUBLE.pack(price_of(ticks, tick_size))
         + b"\x10"
-        + _varint(quantity & 0xFFFFFFFFFFFFFFFF)
+        + _varint(min(quantity, MAX_LEVEL_QUANTITY))
     )
     return bytes((field_tag, len(body))) + body
 

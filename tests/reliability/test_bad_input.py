@@ -429,18 +429,6 @@ async def test_huge_quantities_flow_end_to_end(exchange: InProcessExchange) -> N
     await view.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "info: a price level whose total exceeds int32 (two orders of 2**31-1 at one "
-        "price) breaks publishing: the depth message carries a wrapped, negative quantity "
-        "(-2), and top_payload raises ValueError ('Value out of range: 4294967294') inside "
-        "OrderBookFeed._flush, which aborts the publication of that whole read (every "
-        "instrument's subscribers miss it). PriceLevel.quantity is int32. Suggested fix: "
-        "saturate a level's wire quantity at 2**31-1 in translate (top and depth alike) and "
-        "document it in docs/info.md; the mirror keeps the exact sum"
-    ),
-)
 async def test_a_price_level_above_int32_is_never_published_negative(
     exchange: InProcessExchange,
 ) -> None:
