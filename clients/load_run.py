@@ -144,6 +144,9 @@ class StepState:
 class LoadRun:
     """Connections to the gateway (and Info), reused across steps."""
 
+    connection_class: type[LoadConnection] = LoadConnection
+    """Participant connection class (tests swap in one that keeps a ledger)."""
+
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
         self.participants: list[_Participant] = []
@@ -220,7 +223,7 @@ class LoadRun:
         o = self.options
         user, password = o.users[index % len(o.users)]
         resting = RestingOrders()
-        conn = await LoadConnection.open(
+        conn = await self.connection_class.open(
             o.host,
             o.port,
             user,
@@ -228,6 +231,7 @@ class LoadRun:
             name=f"load-{user}-{index}",
             on_push=functools.partial(self._on_participant_push, resting),
         )
+        self._participant_opened(conn, user, index)
         planner = Planner(
             self.instruments,
             o.mix,
@@ -238,6 +242,9 @@ class LoadRun:
         )
         self.participants.append(_Participant(conn, planner, resting))
         return conn
+
+    def _participant_opened(self, conn: LoadConnection, user: str, index: int) -> None:
+        """Hook: equip a new participant connection before it trades (no-op here)."""
 
     def _on_participant_push(self, resting: RestingOrders, message_type: int, message: Any) -> None:
         if message_type == ON_FILL:

@@ -11,14 +11,12 @@ journal holds no order its client was not told about (see
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clients.load_plan import Planner, RestingOrders
-from clients.load_run import INSERT, LoadConnection, LoadRun, _Participant
+from clients.load_run import INSERT, LoadConnection, LoadRun
 from services.common.users import Role, UserStore
 from tests.reliability.ledger import Ledger
 
@@ -69,37 +67,18 @@ class LedgerConnection(LoadConnection):
 class LedgerLoadRun(LoadRun):
     """:class:`LoadRun` with :class:`LedgerConnection` participants."""
 
+    connection_class = LedgerConnection
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ledger = Ledger()
 
-    async def _open_participant(self, index: int) -> LoadConnection:
-        # As LoadRun._open_participant, with the ledger's connection class.
-        o = self.options
-        user, password = o.users[index % len(o.users)]
-        resting = RestingOrders()
-        conn = await LedgerConnection.open(
-            o.host,
-            o.port,
-            user,
-            password,
-            name=f"load-{user}-{index}",
-            on_push=functools.partial(self._on_participant_push, resting),
-        )
+    def _participant_opened(self, conn: LoadConnection, user: str, index: int) -> None:
+        assert isinstance(conn, LedgerConnection)
         conn.ledger = self.ledger
         conn.user = user
-        conn.prefix = f"load-{o.seed}-{index}"
+        conn.prefix = f"load-{self.options.seed}-{index}"
         conn._counter = itertools.count(1)
-        planner = Planner(
-            self.instruments,
-            o.mix,
-            o.seed * 1_000_003 + index,
-            levels=o.levels,
-            max_quantity=o.max_quantity,
-            max_resting=o.max_resting,
-        )
-        self.participants.append(_Participant(conn, planner, resting))
-        return conn
 
 
 __all__ = ["LedgerConnection", "LedgerLoadRun", "write_users_file"]
