@@ -115,10 +115,16 @@ def _markdown(results: dict[str, Any]) -> str:
         if isinstance(figures, dict) and "table" in figures:
             lines.append(str(figures["table"]))
         else:
-            lines += ["| figure | value |", "| --- | --- |"]
             flat = figures if isinstance(figures, dict) else {"value": figures}
+            # A benchmark may nest its own section (with its table) one level down.
+            tables = [v["table"] for v in flat.values() if isinstance(v, dict) and "table" in v]
+            lines += tables
+            if tables:
+                lines.append("")
+            lines += ["| figure | value |", "| --- | --- |"]
             for key, value in flat.items():
-                lines.append(f"| {key} | {value} |")
+                if not (isinstance(value, dict) and "table" in value):
+                    lines.append(f"| {key} | {value} |")
     return "\n".join(lines) + "\n"
 
 
