@@ -193,22 +193,12 @@ class ExecutionHandlers:
         when the request was forwarded."""
         engine = self.engine
         request_id = request.request_id
-        try:
-            response = await answer
-        except ConnectionLost:
-            # Forwarded, fate unknown: keep it in the windows (it may exist).
-            engine.release(ticket)
-            return translate.insert_error(request_id, LOST_INSERT)
-        except RemoteError as exc:
-            engine.refund(ticket, message=False)
-            self.app.save_quietly()
-            return translate.insert_error(request_id, str(exc))
+        response, failed = await self._accepted(
+            answer, ticket, request_id, translate.insert_error, LOST_INSERT
+        )
+        if failed is not None:
+            return failed
         generation, max_order_id = seen_before
-        if response.error_message:
-            # A refusal causes no events: nothing to wait for.
-            engine.refund(ticket, message=False)
-            self.app.save_quietly()
-            return translate.insert_error(request_id, _order_book_error(response.error_message))
         settled = (
             self.ob.generation == generation
             and self.table.insert_settled(
@@ -373,21 +363,11 @@ class ExecutionHandlers:
         price_ticks: int,
         generation: int,
     ) -> Message:
-        engine = self.engine
-        request_id = request.request_id
-        try:
-            response = await answer
-        except ConnectionLost:
-            engine.release(ticket)
-            return translate.amend_error(request_id, LOST_AMEND)
-        except RemoteError as exc:
-            engine.refund(ticket, message=False)
-            self.app.save_quietly()
-            return translate.amend_error(request_id, str(exc))
-        if response.error_message:
-            engine.refund(ticket, message=False)
-            self.app.save_quietly()
-            return translate.amend_error(request_id, _order_book_error(response.error_message))
+        response, failed = await self._accepted(
+            answer, ticket, request.request_id, translate.amend_error, LOST_AMEND
+        )
+        if failed is not None:
+            return failed
         if not (
             self.ob.generation == generation
             and self.table.amend_settled(
@@ -395,10 +375,39 @@ class ExecutionHandlers:
             )
         ):
             await self.ob.settle(generation)
-        engine.release(ticket)
-        return translate.amend_response(request_id, response)
+        self.engine.release(ticket)
+        return translate.amend_response(request.request_id, response)
 
     # ------------------------------------------------------------------ helpers
+
+    async def _accepted(
+        self,
+        answer: asyncio.Future[Any],
+        ticket: Ticket,
+        request_id: int,
+        error: Callable[[int, str], Message],
+        lost: str,
+    ) -> tuple[Any, Message | None]:
+        """The Order Book's answer to a forwarded insert or amend, or the error to
+        send instead (with the ticket already settled): one place for what every
+        forwarded order request does when it fails."""
+        engine = self.engine
+        try:
+            response = await answer
+        except ConnectionLost:
+            # Forwarded, fate unknown: keep it in the windows (it may exist).
+            engine.release(ticket)
+            return None, error(request_id, lost)
+        except RemoteError as exc:
+            text = str(exc)
+        else:
+            if not response.error_message:
+                return response, None
+            # A refusal causes no events: nothing to wait for.
+            text = _order_book_error(response.error_message)
+        engine.refund(ticket, message=False)
+        self.app.save_quietly()
+        return None, error(request_id, text)
 
     def _forward(
         self, ticket: Ticket, message_type: int, message: Message
