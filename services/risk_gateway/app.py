@@ -23,10 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
 from typing import Any, Final
-
-from google.protobuf.message import Message
 
 from services.common.auth import Authenticator
 from services.common.clock import Clock
@@ -55,6 +52,7 @@ HOUSEKEEPING_S: Final = 5.0
 FIRST_CONNECT_WAIT_S: Final = 3.0
 STOP_GRACE_S: Final = 2.0
 """How long stop() waits for forwarded requests to be answered."""
+STOP_POLL_S: Final = 0.005
 
 REASON_CLEARED: Final = "order book cleared"
 REASON_DELETED: Final = "instrument deleted"
@@ -79,7 +77,6 @@ class RiskGatewayApp:
         self.table = OrderTable(self.engine.exposure)
         self.coids = ClientOrderIds()
         self.sessions: dict[str, set[Session]] = {}
-        self._in_flight: set[asyncio.Future[Message]] = set()
         self.stopping = False
         """Set by stop(): execution requests are refused, nothing more is forwarded."""
         self._unsolicited: list[Cancelled] = []
@@ -201,9 +198,9 @@ class RiskGatewayApp:
             self._housekeeper = None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE_S
-        while self._in_flight and loop.time() < deadline:
+        while self.execution.in_flight and loop.time() < deadline:
             # Let forwarded requests get their answers before closing connections.
-            await asyncio.wait(list(self._in_flight), timeout=deadline - loop.time())
+            await asyncio.sleep(STOP_POLL_S)
         await self.server.stop()
         await asyncio.gather(self.order_book.stop(), self.info.stop())
         try:
@@ -235,25 +232,20 @@ class RiskGatewayApp:
             if not sessions:
                 del self.sessions[session.username]
 
-    def track(self, coroutine: Coroutine[Any, Any, Message]) -> asyncio.Future[Message]:
-        """Run a request's settlement as a task the stop() can wait for."""
-        task = asyncio.ensure_future(coroutine)
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return task
-
     # ------------------------------------------------------------------ saving
 
-    def save(self, ticket: Ticket) -> bool:
-        """Flush the journal before forwarding; on failure refund the ticket."""
+    def save_tickets(self, tickets: list[Ticket]) -> bool:
+        """Flush the journal before forwarding a turn's requests; on failure
+        refund every ticket (nothing of the batch may leave unsaved)."""
         try:
             self.store.flush()
         except OSError:
             log.exception("cannot write the risk journal")
             self.store.discard_pending()
-            self.engine.journal = None  # the refund must not be journaled either
+            self.engine.journal = None  # the refunds must not be journaled either
             try:
-                self.engine.refund(ticket, message=True)
+                for ticket in reversed(tickets):
+                    self.engine.refund(ticket, message=True)
             finally:
                 self.engine.journal = self.store.window
             return False

@@ -299,3 +299,42 @@ async def test_a_resend_the_gateway_forgot_is_recognised_from_the_order_book(
     account = exchange.gateway.engine.user("alice").accounts["AAPL"]
     assert account.orders.sum_since(60, clock_of(exchange).monotonic()) == 5
     assert exchange.gateway.coids.get("alice", "lost") is not None
+
+
+# ---------------------------------------------------------------- saving before forwarding
+
+
+async def test_a_batch_whose_journal_write_fails_is_refused_whole_and_refunded(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pipelined inserts of one loop turn share one journal write; when it fails
+    none of them may reach the Order Book, and their windows are refunded."""
+    gateway = exchange.gateway
+    assert gateway is not None
+    await exchange.create("AAPL")
+    alice = await exchange.trader("alice")
+    await alice.set_user_limits(message_rate_rolling_limit=window(4, 60))
+    resting_before = exchange.book.engine.stats().resting_orders
+    flush = gateway.store.flush
+
+    def failing_flush() -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gateway.store, "flush", failing_flush)
+    futures = [
+        alice.send(
+            MT.EXECUTION_INSERT_ORDER_REQUEST,
+            ex.InsertOrderRequest(instrument_symbol="AAPL", side=BUY, price=10.0, quantity=1),  # type: ignore[arg-type]
+        )
+        for _ in range(4)
+    ]
+    answers = await asyncio.gather(*futures)
+    assert [a.error_message for a in answers] == [execution.NOT_SAVED] * 4
+    assert exchange.book.engine.stats().resting_orders == resting_before
+    messages = gateway.engine.user("alice").messages
+    assert messages.sum_since(60, clock_of(exchange).monotonic()) == 0
+    monkeypatch.setattr(gateway.store, "flush", flush)
+    # The whole window is still there: four more messages fit, a fifth does not.
+    for _ in range(4):
+        assert (await alice.insert("AAPL", BUY, 10.0, 1)).error_message == ""
+    assert "message_rate_rolling_limit" in (await alice.insert("AAPL", BUY, 10.0, 1)).error_message

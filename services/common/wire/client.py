@@ -258,6 +258,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the loop turn
+        (a caller that has just queued a whole batch saves a loop iteration)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._out or self.transport is None:
