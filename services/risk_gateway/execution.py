@@ -297,10 +297,10 @@ class ExecutionHandlers:
         engine = self.engine
         ticket = forward.ticket
         engine.release(ticket)
-        outcome = translate.outcome_of(response)
         coid = forward.coid
         if coid:
             user = forward.user
+            outcome = translate.outcome_of(response)
             known = self.coids.get(user, coid)
             new = self.table.is_new_order(outcome.order_id, forward.max_order_id)
             if known is not None or (settled and not new):
@@ -312,7 +312,12 @@ class ExecutionHandlers:
                 self.app.store.coid(user, coid, outcome)
             else:
                 outcome = known
-        self._complete(forward, translate.insert_response(forward.request.request_id, outcome))
+            response = translate.insert_response(forward.request.request_id, outcome)
+        else:
+            # The Order Book's answer has the participant's answer's very fields
+            # (same numbers and types): only the request id differs.
+            response.request_id = forward.request.request_id
+        self._complete(forward, response)
 
     # ------------------------------------------------------------------ cancel
 
@@ -383,9 +388,9 @@ class ExecutionHandlers:
         if error:
             self._complete(forward, translate.cancel_error(request_id, _order_book_error(error)))
         else:
-            self._complete(
-                forward, translate.cancel_response(request_id, response.cancelled_quantity)
-            )
+            # Same fields, numbers and types as the participant's answer (see _insert_done).
+            response.request_id = request_id
+            self._complete(forward, response)
         if notice is not None:
             # Someone else (a clear) cancelled it first: the owner hears of it,
             # right after this answer on this connection.
@@ -459,7 +464,9 @@ class ExecutionHandlers:
 
     def _amend_done(self, forward: Forward, response: Any) -> None:
         self.engine.release(forward.ticket)
-        self._complete(forward, translate.amend_response(forward.request.request_id, response))
+        # Same fields, numbers and types as the participant's answer (see _insert_done).
+        response.request_id = forward.request.request_id
+        self._complete(forward, response)
 
     # ------------------------------------------------------------------ the outbox
 

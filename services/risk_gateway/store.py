@@ -173,6 +173,10 @@ class RiskStore:
         self.fsync = fsync == "always"
         self._pending: list[str] = []
         self._prefixes: dict[Hashable, str] = {}
+        self._last_t = -1.0
+        self._last_t_text = ""
+        """``repr`` of the last window time: one request writes several records
+        with the same time, and a float's repr is the line's dearest part."""
         self._journal: Any = None
         self.journal_bytes = 0
 
@@ -302,7 +306,10 @@ class RiskStore:
         prefix = self._prefixes.get(key)
         if prefix is None:
             prefix = self._prefixes[key] = '["w",' + json.dumps(list(_key(key))) + ","
-        self._pending.append(f"{prefix}{t!r},{v},{w}]\n")
+        if t != self._last_t:
+            self._last_t = t
+            self._last_t_text = repr(t)
+        self._pending.append(f"{prefix}{self._last_t_text},{v},{w}]\n")
 
     def user_limits(self, layer: str, username: str, limits: UserLimits) -> None:
         self._pending.append(_line(["U", layer, username, user_limits_to_json(limits)]))

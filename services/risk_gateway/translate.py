@@ -202,22 +202,8 @@ def insert_error(request_id: int, error: str) -> execution_pb2.InsertOrderRespon
     return ex.InsertOrderResponse(request_id=request_id, error_message=error)
 
 
-def cancel_response(request_id: int, cancelled_quantity: int) -> execution_pb2.CancelOrderResponse:
-    return ex.CancelOrderResponse(request_id=request_id, cancelled_quantity=cancelled_quantity)
-
-
 def cancel_error(request_id: int, error: str) -> execution_pb2.CancelOrderResponse:
     return ex.CancelOrderResponse(request_id=request_id, error_message=error)
-
-
-def amend_response(request_id: int, response: Any) -> execution_pb2.AmendOrderResponse:
-    return ex.AmendOrderResponse(
-        request_id=request_id,
-        timestamp=response.timestamp,
-        trade_ids=response.trade_ids,
-        traded_quantity=response.traded_quantity,
-        resting_quantity=response.resting_quantity,
-    )
 
 
 def amend_error(request_id: int, error: str) -> execution_pb2.AmendOrderResponse:

@@ -8,6 +8,8 @@ import asyncio
 from copy import copy
 from typing import Any
 
+import pytest
+
 from services.common.clock import ManualClock
 from services.common.pb import execution_pb2, risk_limits_pb2
 from services.risk_gateway import execution, limits_api
