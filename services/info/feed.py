@@ -34,7 +34,7 @@ from services.common.pb import common_pb2, order_book_pb2
 from services.common.wire.client import UpstreamConnection
 from services.common.wire.link import ReconnectingLink
 from services.info.mirror import Mirror, MirrorError, SequenceGap
-from services.info.translate import EVENT_TYPES, event_from_pb
+from services.info.translate import BOOK_CREATED, EVENT_TYPES, event_from_pb
 
 log = logging.getLogger("optivex.info.feed")
 
@@ -183,12 +183,23 @@ class OrderBookFeed:
     # ------------------------------------------------------------------ events
 
     def _on_push(self, message_type: int, message: Any) -> None:
+        """One event of the stream: translate, apply, and publish after the read.
+
+        Runs for every event, so the clock is read only for a book creation (the
+        only event without a time of its own) and the flush is scheduled through
+        its flag here rather than a call per event.
+        """
         if message_type not in EVENT_TYPES:
             return
         building = self._building
         mirror = building if building is not None else self.mirror
         try:
-            event = event_from_pb(message_type, message, mirror, self.clock.now_ns())
+            event = event_from_pb(
+                message_type,
+                message,
+                mirror,
+                self.clock.now_ns() if message_type == BOOK_CREATED else 0,
+            )
             mirror.apply(event)
         except MirrorError as exc:
             if building is None and not isinstance(exc, SequenceGap):
@@ -197,10 +208,11 @@ class OrderBookFeed:
                 mirror.drain()
             self.resync(str(exc))
             return
-        if building is not None and building.live:
+        if building is None:
+            if not self._flush_scheduled:
+                self._schedule_flush()
+        elif building.live:
             self._complete_snapshot()  # the first live event ends the snapshot
-        elif building is None:
-            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

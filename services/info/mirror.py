@@ -100,6 +100,10 @@ class BookMirror:
     """One order book: aggregated levels per side and the resting orders behind them."""
 
     __slots__ = (
+        "_ask_view",
+        "_ask_view_depth",
+        "_bid_view",
+        "_bid_view_depth",
         "aggressor",
         "ask_prices",
         "ask_qty",
@@ -129,6 +133,14 @@ class BookMirror:
         self.aggressor: _Aggressor | None = None
         self.expect_cancel: dict[int, int] = {}
         """IOC/FOK remainders (order id -> quantity) whose cancel is still to come."""
+        # The latest depth view per side (best first) and how many levels it holds
+        # (0: all); None once that side's levels changed. An event changes one side,
+        # so the other side's view is handed out again as the same tuple, which the
+        # publisher recognises by identity and does not compare or encode again.
+        self._bid_view: Levels | None = None
+        self._bid_view_depth = 0
+        self._ask_view: Levels | None = None
+        self._ask_view_depth = 0
 
     # ------------------------------------------------------------------ views
 
@@ -154,15 +166,52 @@ class BookMirror:
         return (bid, bid_qty, ask, ask_qty)
 
     def depth(self, levels: int = 0) -> DepthView:
-        """The best ``levels`` price levels per side (0 = all), best first."""
-        bid_qty = self.bid_qty
-        ask_qty = self.ask_qty
-        bids = self.bid_prices[-levels:] if levels else self.bid_prices
-        asks = self.ask_prices[:levels] if levels else self.ask_prices
-        return (
-            tuple([(p, bid_qty[p]) for p in reversed(bids)]),
-            tuple([(p, ask_qty[p]) for p in asks]),
-        )
+        """The best ``levels`` price levels per side (0 = all), best first.
+
+        A side that has not changed since the last call returns the same tuple (or a
+        slice of it), so asking again after an event on the other side is cheap.
+        """
+        return (self.bid_levels(levels), self.ask_levels(levels))
+
+    def bid_levels(self, levels: int = 0) -> Levels:
+        """The best ``levels`` bids (0 = all), best first; see :meth:`depth`."""
+        view = self._bid_view
+        if view is not None:
+            held = self._bid_view_depth
+            if not held:
+                return view[:levels] if levels else view
+            if levels and levels <= held:
+                return view[:levels]
+        prices = self.bid_prices
+        qty = self.bid_qty
+        if levels and levels < len(prices):
+            view = tuple([(p, qty[p]) for p in reversed(prices[-levels:])])
+            self._bid_view_depth = levels
+        else:
+            view = tuple([(p, qty[p]) for p in reversed(prices)])
+            self._bid_view_depth = 0
+        self._bid_view = view
+        return view
+
+    def ask_levels(self, levels: int = 0) -> Levels:
+        """The best ``levels`` asks (0 = all), best first; see :meth:`depth`."""
+        view = self._ask_view
+        if view is not None:
+            held = self._ask_view_depth
+            if not held:
+                return view[:levels] if levels else view
+            if levels and levels <= held:
+                return view[:levels]
+        prices = self.ask_prices
+        qty = self.ask_qty
+        if levels and levels < len(prices):
+            view = tuple([(p, qty[p]) for p in prices[:levels]])
+            self._ask_view_depth = levels
+        else:
+            view = tuple([(p, qty[p]) for p in prices])
+            self._ask_view_depth = 0
+        self._ask_view = view
+        return view
 
     @property
     def crossed(self) -> bool:
@@ -184,6 +233,7 @@ class BookMirror:
                     f"book {self.order_book_id}: bid {order_id} at {price} would cross ask {asks[0]}"
                 )
             levels, prices = self.bid_qty, self.bid_prices
+            self._bid_view = None
         else:
             bids = self.bid_prices
             if bids and price <= bids[-1]:
@@ -191,6 +241,7 @@ class BookMirror:
                     f"book {self.order_book_id}: ask {order_id} at {price} would cross bid {bids[-1]}"
                 )
             levels, prices = self.ask_qty, self.ask_prices
+            self._ask_view = None
         self.orders[order_id] = _Order(side, price, quantity)
         current = levels.get(price)
         if current is None:
@@ -203,8 +254,10 @@ class BookMirror:
         """Remove ``quantity`` from a level (dropping the level when it empties)."""
         if side == BUY:
             levels, prices = self.bid_qty, self.bid_prices
+            self._bid_view = None
         else:
             levels, prices = self.ask_qty, self.ask_prices
+            self._ask_view = None
         left = levels[price] - quantity
         if left:
             levels[price] = left

@@ -27,14 +27,17 @@ import logging
 from typing import Any
 
 from services.info.events import TOP_OF_BOOK, Trade
-from services.info.mirror import BookMirror, Mirror
+from services.info.mirror import BookMirror, Levels, Mirror
 from services.info.registry import Registry
 from services.info.subscriptions import Channel, Group, Subscription, Subscriptions
 from services.info.translate import (
+    ASKS_TAG,
+    BIDS_TAG,
     ON_PRICE_DEPTH_BOOK,
     ON_TOP_OF_BOOK,
-    depth_payload,
-    top_payload,
+    book_head,
+    encode_levels,
+    top_body,
     trade_frame,
     with_sequence,
 )
@@ -111,37 +114,99 @@ class Publisher:
             self.deliveries += len(frames) * len(channel.trade_conns)
 
     def publish_book(self, channel: Channel, book: BookMirror) -> None:
-        """Publish a changed book to its subscribers (the book must not be transient)."""
-        for group in list(channel.groups()):
+        """Publish a changed book to its subscribers (the book must not be transient).
+
+        Per group, in the order top of book, then depths by age: the view is taken
+        from the book, and only if it differs from the group's previous view is it
+        encoded and sent. Encoding reuses what is known to be unchanged: the head
+        (symbol and timestamp) is built once for all groups, and a side of a depth
+        view that is the same as the group's previous one, or as the previous
+        group's in this call (depths that cover the whole book see the same
+        levels), keeps its bytes.
+        """
+        head: bytes | None = None
+        group = channel.top
+        if group is not None:
             old = group.view
-            view = book.top() if group.kind == TOP_OF_BOOK else book.depth(group.depth)
-            if view == old:
-                continue
-            self._set_view(group, view, channel.symbol, book)
-            message_type = ON_TOP_OF_BOOK if group.kind == TOP_OF_BOOK else ON_PRICE_DEPTH_BOOK
-            payload = group.payload
-            sent = 0
-            for sub in group.subs:
-                last = sub.last_sent
-                if last is None:
-                    continue  # its initial message is owed (channel.waiting)
-                if last is not old and last == view:
-                    continue
-                session = sub.conn.session
-                if session.congested:
-                    sub.conn.conflated[sub] = None
-                    continue
-                sequence = sub.sequence + 1
-                sub.sequence = sequence
-                sub.last_sent = view
-                session.send_frame(with_sequence(message_type, payload, sequence))
-                sent += 1
-            self.deliveries += sent
+            view: Any = book.top()
+            if view != old:
+                head = book_head(channel.symbol, book.timestamp)
+                group.view = view
+                group.payload = top_body(head, view, book.tick_size)
+                self._fan_out(group, old, view, ON_TOP_OF_BOOK)
+        if channel.depths:
+            tick_size = book.tick_size
+            last_bids: Levels | None = None
+            last_asks: Levels | None = None
+            last_bid_bytes = last_ask_bytes = b""
+            for group in list(channel.depths.values()):
+                old = group.view
+                bids = book.bid_levels(group.depth)
+                asks = book.ask_levels(group.depth)
+                if old is not None:
+                    old_bids, old_asks = old
+                    same_bids = bids is old_bids or bids == old_bids
+                    same_asks = asks is old_asks or asks == old_asks
+                    if same_bids and same_asks:
+                        continue
+                else:
+                    same_bids = same_asks = False
+                if same_bids:
+                    bid_bytes = group.bid_bytes
+                elif bids is last_bids:
+                    bid_bytes = last_bid_bytes
+                else:
+                    bid_bytes = encode_levels(BIDS_TAG, tick_size, bids)
+                if same_asks:
+                    ask_bytes = group.ask_bytes
+                elif asks is last_asks:
+                    ask_bytes = last_ask_bytes
+                else:
+                    ask_bytes = encode_levels(ASKS_TAG, tick_size, asks)
+                last_bids, last_bid_bytes, last_asks, last_ask_bytes = (
+                    bids,
+                    bid_bytes,
+                    asks,
+                    ask_bytes,
+                )
+                if head is None:
+                    head = book_head(channel.symbol, book.timestamp)
+                view = (bids, asks)
+                group.view = view
+                group.bid_bytes = bid_bytes
+                group.ask_bytes = ask_bytes
+                group.payload = head + bid_bytes + ask_bytes
+                self._fan_out(group, old, view, ON_PRICE_DEPTH_BOOK)
         if channel.waiting:
             waiting = list(channel.waiting)
             channel.waiting.clear()
             for sub in waiting:
                 self._deliver(sub)
+
+    def _fan_out(self, group: Group, old: Any, view: Any, message_type: int) -> None:
+        """Send ``group``'s new payload to each subscriber whose last message differs.
+
+        ``old`` is the group's previous view: a subscriber that got it (the common
+        case) is known to differ without comparing views.
+        """
+        payload = group.payload
+        sent = 0
+        for sub in group.subs:
+            last = sub.last_sent
+            if last is None:
+                continue  # its initial message is owed (channel.waiting)
+            if last is not old and last == view:
+                continue
+            session = sub.conn.session
+            if session.congested:
+                sub.conn.conflated[sub] = None
+                continue
+            sequence = sub.sequence + 1
+            sub.sequence = sequence
+            sub.last_sent = view
+            session.send_frame(with_sequence(message_type, payload, sequence))
+            sent += 1
+        self.deliveries += sent
 
     # ------------------------------------------------------------------ single subscriptions
 
@@ -185,7 +250,11 @@ class Publisher:
     @staticmethod
     def _set_view(group: Group, view: Any, symbol: str, book: BookMirror) -> None:
         group.view = view
+        head = book_head(symbol, book.timestamp)
         if group.kind == TOP_OF_BOOK:
-            group.payload = top_payload(symbol, book.timestamp, view, book.tick_size)
+            group.payload = top_body(head, view, book.tick_size)
         else:
-            group.payload = depth_payload(symbol, book.timestamp, view, book.tick_size)
+            bids, asks = view
+            group.bid_bytes = encode_levels(BIDS_TAG, book.tick_size, bids)
+            group.ask_bytes = encode_levels(ASKS_TAG, book.tick_size, asks)
+            group.payload = head + group.bid_bytes + group.ask_bytes

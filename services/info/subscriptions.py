@@ -38,7 +38,7 @@ def type_label(kind: int) -> str:
 class Group:
     """Subscribers of one instrument that see the same view (type and depth)."""
 
-    __slots__ = ("depth", "kind", "payload", "subs", "view")
+    __slots__ = ("ask_bytes", "bid_bytes", "depth", "kind", "payload", "subs", "view")
 
     def __init__(self, kind: int, depth: int) -> None:
         self.kind = kind
@@ -48,6 +48,10 @@ class Group:
         """The newest publishable view of this group (None until first computed)."""
         self.payload: bytes = b""
         """``view`` encoded once, without a sequence number (the publisher's cache)."""
+        self.bid_bytes: bytes = b""
+        self.ask_bytes: bytes = b""
+        """A depth view's sides as encoded in ``payload``: a side that did not change
+        is not encoded again (the publisher's cache)."""
 
 
 class Subscription:

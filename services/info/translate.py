@@ -31,15 +31,21 @@ from services.info.events import (
     OrderInserted,
     Trade,
 )
-from services.info.mirror import DepthView, Mirror, MirrorError, TopView
+from services.info.mirror import DepthView, Levels, Mirror, MirrorError, TopView
 from services.info.registry import Instrument
 
 __all__ = [
+    "ASKS_TAG",
+    "BIDS_TAG",
     "EVENT_TYPES",
+    "book_head",
     "depth_payload",
+    "encode_levels",
     "event_from_pb",
+    "level_bytes",
     "on_instrument",
     "quote",
+    "top_body",
     "top_payload",
     "trade_frame",
     "with_sequence",
@@ -67,21 +73,79 @@ def _varint(value: int) -> bytes:
 
 
 def with_sequence(message_type: int, payload: bytes, sequence_number: int) -> bytes:
-    """A complete frame: ``payload`` (serialised without field 15) plus field 15."""
+    """A complete frame: ``payload`` (serialised without field 15) plus field 15.
+
+    Called once per subscriber and message, so the varints of up to three bytes
+    (the first two million messages of a subscription) are written without the
+    general loop.
+    """
+    pack = _HEADER.pack
+    if sequence_number < 0x80:
+        return pack(6 + len(payload), message_type) + payload + bytes((0x78, sequence_number))
+    if sequence_number < 0x4000:
+        return (
+            pack(7 + len(payload), message_type)
+            + payload
+            + bytes((0x78, (sequence_number & 0x7F) | 0x80, sequence_number >> 7))
+        )
+    if sequence_number < 0x200000:
+        return (
+            pack(8 + len(payload), message_type)
+            + payload
+            + bytes(
+                (
+                    0x78,
+                    (sequence_number & 0x7F) | 0x80,
+                    ((sequence_number >> 7) & 0x7F) | 0x80,
+                    sequence_number >> 14,
+                )
+            )
+        )
     tail = _SEQUENCE_TAG + _varint(sequence_number)
-    return _HEADER.pack(4 + len(payload) + len(tail), message_type) + payload + tail
+    return pack(4 + len(payload) + len(tail), message_type) + payload + tail
 
 
 # ---------------------------------------------------------------------- inbound
 
 
+# Every event passes through here, so the converters are written for speed:
+# events are built with ``tuple.__new__`` (skipping the NamedTuples' Python-level
+# ``__new__``), an empty ``trade_ids`` (the common case) is the shared ``()``
+# instead of a tuple copied from protobuf's container, and wire prices are
+# converted to ticks through a cache.
+
+_new: Any = tuple.__new__
+_NO_TRADES: Final[tuple[int, ...]] = ()
+
+_TICKS: dict[float, dict[float, int]] = {}
+_TICKS_CACHE_LIMIT: Final = 1 << 16
+
+
 def _ticks(mirror: Mirror, order_book_id: int, price: float) -> int:
+    """``price`` in ticks of its book; :class:`MirrorError` for an unknown book or a
+    price off its grid.
+
+    ``to_ticks`` depends on nothing but the price and the tick size, and a book
+    trades at a few hundred prices, so valid conversions are cached per tick size
+    (invalid ones are never cached: they end the connection anyway).
+    """
     book = mirror.books.get(order_book_id)
     if book is None:
         raise MirrorError(f"event for unknown order book {order_book_id}")
-    ticks = to_ticks(price, book.tick_size)
-    if not isinstance(ticks, int):
-        raise MirrorError(f"order book {order_book_id} sent an invalid price: {ticks.message}")
+    tick_size = book.tick_size
+    cache = _TICKS.get(tick_size)
+    if cache is None:
+        cache = _TICKS[tick_size] = {}
+    ticks = cache.get(price)
+    if ticks is None:
+        converted = to_ticks(price, tick_size)
+        if not isinstance(converted, int):
+            raise MirrorError(
+                f"order book {order_book_id} sent an invalid price: {converted.message}"
+            )
+        if len(cache) >= _TICKS_CACHE_LIMIT:
+            cache.clear()
+        ticks = cache[price] = converted
     return ticks
 
 
@@ -91,56 +155,74 @@ def _created(m: Any, mirror: Mirror, now_ns: int) -> Event:
 
 def _inserted(m: Any, mirror: Mirror, now_ns: int) -> Event:
     book_id = m.order_book_id
-    return OrderInserted(
-        m.sequence_number,
-        m.order_id,
-        book_id,
-        m.timestamp,
-        m.side,
-        _ticks(mirror, book_id, m.price),
-        m.quantity,
-        tuple(m.trade_ids),
-        m.time_in_force,
+    trade_ids = m.trade_ids
+    event: OrderInserted = _new(
+        OrderInserted,
+        (
+            m.sequence_number,
+            m.order_id,
+            book_id,
+            m.timestamp,
+            m.side,
+            _ticks(mirror, book_id, m.price),
+            m.quantity,
+            tuple(trade_ids) if trade_ids else _NO_TRADES,
+            m.time_in_force,
+        ),
     )
+    return event
 
 
 def _amended(m: Any, mirror: Mirror, now_ns: int) -> Event:
     book_id = m.order_book_id
-    return OrderAmended(
-        m.sequence_number,
-        m.order_id,
-        book_id,
-        m.timestamp,
-        _ticks(mirror, book_id, m.price),
-        m.quantity,
-        tuple(m.trade_ids),
-        m.kept_priority,
+    trade_ids = m.trade_ids
+    event: OrderAmended = _new(
+        OrderAmended,
+        (
+            m.sequence_number,
+            m.order_id,
+            book_id,
+            m.timestamp,
+            _ticks(mirror, book_id, m.price),
+            m.quantity,
+            tuple(trade_ids) if trade_ids else _NO_TRADES,
+            m.kept_priority,
+        ),
     )
+    return event
 
 
 def _cancelled(m: Any, mirror: Mirror, now_ns: int) -> Event:
-    return OrderCancelled(
-        m.sequence_number,
-        m.order_id,
-        m.order_book_id,
-        m.cancellation_timestamp,
-        m.cancelled_quantity,
+    event: OrderCancelled = _new(
+        OrderCancelled,
+        (
+            m.sequence_number,
+            m.order_id,
+            m.order_book_id,
+            m.cancellation_timestamp,
+            m.cancelled_quantity,
+        ),
     )
+    return event
 
 
 def _trade(m: Any, mirror: Mirror, now_ns: int) -> Event:
     book_id = m.order_book_id
-    return Trade(
-        m.sequence_number,
-        m.trade_id,
-        book_id,
-        m.timestamp,
-        m.buy_order_id,
-        m.sell_order_id,
-        _ticks(mirror, book_id, m.price),
-        m.quantity,
-        m.aggressor_side,
+    event: Trade = _new(
+        Trade,
+        (
+            m.sequence_number,
+            m.trade_id,
+            book_id,
+            m.timestamp,
+            m.buy_order_id,
+            m.sell_order_id,
+            _ticks(mirror, book_id, m.price),
+            m.quantity,
+            m.aggressor_side,
+        ),
     )
+    return event
 
 
 def _deleted(m: Any, mirror: Mirror, now_ns: int) -> Event:
@@ -159,6 +241,9 @@ _INBOUND: Final[dict[int, Callable[[Any, Mirror, int], Event]]] = {
 EVENT_TYPES: Final = frozenset(_INBOUND)
 """Frame types of the Order Book's event stream."""
 
+BOOK_CREATED: Final = int(MT.ORDER_BOOK_ON_ORDER_BOOK_CREATED)
+"""The one event type whose conversion needs the time (the others carry theirs)."""
+
 
 def event_from_pb(message_type: int, message: Any, mirror: Mirror, now_ns: int) -> Event:
     """The domain event for one event-stream message (``mirror`` supplies tick sizes;
@@ -167,9 +252,15 @@ def event_from_pb(message_type: int, message: Any, mirror: Mirror, now_ns: int) 
 
 
 # ---------------------------------------------------------------------- outbound
+#
+# Book and trade messages are written by hand: they go out for nearly every event,
+# and building protobuf objects to serialise them cost more than everything else
+# Info does per event. The bytes are exactly what ``SerializeToString`` writes
+# (fields in number order, proto3 defaults omitted); property tests compare the two.
 
 _PRICES: dict[float, dict[int, float]] = {}
 _PRICE_CACHE_LIMIT: Final = 1 << 16
+_MASK64: Final = 0xFFFFFFFFFFFFFFFF
 
 
 def price_of(ticks: int, tick_size: float) -> float:
@@ -194,78 +285,138 @@ MAX_LEVEL_QUANTITY: Final = 2**31 - 1
 orders at one price). The wire shows such a level as 2**31-1, never a wrapped
 negative number; the mirror keeps the exact sum."""
 
+BIDS_TAG: Final = 0x1A
+"""Field 3, length-delimited: ``OnPriceDepthBook.bids`` and ``OnTopOfBook.best_bid``."""
+ASKS_TAG: Final = 0x22
+"""Field 4, length-delimited: ``OnPriceDepthBook.asks`` and ``OnTopOfBook.best_ask``."""
 
-def top_payload(symbol: str, timestamp: int, view: TopView, tick_size: float) -> bytes:
-    """``OnTopOfBook`` without its sequence number, serialised."""
-    bid, bid_qty, ask, ask_qty = view
-    bid_qty = min(bid_qty, MAX_LEVEL_QUANTITY)
-    ask_qty = min(ask_qty, MAX_LEVEL_QUANTITY)
-    message = info_pb2.OnTopOfBook(instrument_symbol=symbol, timestamp=timestamp)
-    if bid:
-        message.best_bid.price = price_of(bid, tick_size)
-        message.best_bid.quantity = bid_qty
-    if ask:
-        message.best_ask.price = price_of(ask, tick_size)
-        message.best_ask.quantity = ask_qty
-    return message.SerializeToString()
-
-
-_LEVELS: dict[tuple[int, float, int, int], bytes] = {}
 _LEVEL_CACHE_LIMIT: Final = 1 << 16
 _DOUBLE = struct.Struct("<d")
 
 
 def _level(field_tag: int, tick_size: float, ticks: int, quantity: int) -> bytes:
-    """One ``PriceLevel`` as an embedded field (bytes identical to protobuf's)."""
-    body = (
-        b"\x09"
-        + _DOUBLE.pack(price_of(ticks, tick_size))
-        + b"\x10"
-        + _varint(min(quantity, MAX_LEVEL_QUANTITY))
-    )
+    """One ``PriceLevel`` as an embedded field (bytes identical to protobuf's).
+
+    A book's level always has a price of at least one tick and a quantity above 0;
+    zeros are omitted all the same, as protobuf does.
+    """
+    price = price_of(ticks, tick_size)
+    body = b"\x09" + _DOUBLE.pack(price) if price else b""
+    quantity = min(quantity, MAX_LEVEL_QUANTITY)
+    if quantity:
+        body += b"\x10" + _varint(quantity & _MASK64)
     return bytes((field_tag, len(body))) + body
+
+
+class _LevelBytes(dict[tuple[int, int], bytes]):
+    """``(ticks, quantity)`` -> the encoded level, for one field tag and tick size.
+
+    A dict whose misses encode (``__missing__``), so a whole side is one
+    ``b"".join(map(cache.__getitem__, levels))`` that stays in C while levels hit,
+    which they nearly all do: between two messages of a book a level or two change.
+    A cache that outgrows its limit is dropped and refilled.
+    """
+
+    __slots__ = ("field_tag", "tick_size")
+
+    def __init__(self, field_tag: int, tick_size: float) -> None:
+        super().__init__()
+        self.field_tag = field_tag
+        self.tick_size = tick_size
+
+    def __missing__(self, level: tuple[int, int]) -> bytes:
+        if len(self) >= _LEVEL_CACHE_LIMIT:
+            self.clear()
+        encoded = self[level] = _level(self.field_tag, self.tick_size, level[0], level[1])
+        return encoded
+
+
+_LEVEL_BYTES: dict[tuple[int, float], _LevelBytes] = {}
+
+
+def level_bytes(field_tag: int, tick_size: float) -> _LevelBytes:
+    """The level cache for ``field_tag`` (:data:`BIDS_TAG` / :data:`ASKS_TAG`) and a tick size."""
+    cache = _LEVEL_BYTES.get((field_tag, tick_size))
+    if cache is None:
+        cache = _LEVEL_BYTES[(field_tag, tick_size)] = _LevelBytes(field_tag, tick_size)
+    return cache
+
+
+def encode_levels(field_tag: int, tick_size: float, levels: Levels) -> bytes:
+    """A side of a depth view as repeated ``PriceLevel`` fields."""
+    return b"".join(map(level_bytes(field_tag, tick_size).__getitem__, levels))
+
+
+_SYMBOLS: dict[str, bytes] = {}
+_SYMBOL_CACHE_LIMIT: Final = 1 << 12
+
+
+def book_head(symbol: str, timestamp: int) -> bytes:
+    """Fields 1 (``instrument_symbol``) and 2 (``timestamp``) of a book message.
+
+    ``OnTopOfBook`` and ``OnPriceDepthBook`` share them, and all the groups of a
+    book published together share the same bytes.
+    """
+    head = _SYMBOLS.get(symbol)
+    if head is None:
+        if len(_SYMBOLS) >= _SYMBOL_CACHE_LIMIT:
+            _SYMBOLS.clear()
+        name = symbol.encode("utf-8")
+        head = _SYMBOLS[symbol] = b"\x0a" + _varint(len(name)) + name if name else b""
+    if timestamp:
+        return head + b"\x10" + _varint(timestamp & _MASK64)
+    return head
+
+
+def top_payload(symbol: str, timestamp: int, view: TopView, tick_size: float) -> bytes:
+    """``OnTopOfBook`` without its sequence number, serialised."""
+    return top_body(book_head(symbol, timestamp), view, tick_size)
+
+
+def top_body(head: bytes, view: TopView, tick_size: float) -> bytes:
+    """``OnTopOfBook`` after :func:`book_head`: best bid (3) and best ask (4), if any."""
+    bid, bid_qty, ask, ask_qty = view
+    if bid:
+        head += level_bytes(BIDS_TAG, tick_size)[(bid, bid_qty)]
+    if ask:
+        head += level_bytes(ASKS_TAG, tick_size)[(ask, ask_qty)]
+    return head
 
 
 def depth_payload(symbol: str, timestamp: int, view: DepthView, tick_size: float) -> bytes:
     """``OnPriceDepthBook`` without its sequence number, serialised.
 
-    Encoded by hand from cached per-level bytes: between two messages of a book only
-    a level or two change, so almost every level is a dictionary hit, which makes a
-    100-level book about ten times cheaper than building ``PriceLevel`` objects. The
-    bytes are exactly what ``SerializeToString`` writes (fields in number order,
-    defaults omitted; prices are never 0 and quantities always > 0 in a book); a
-    property test compares the two.
+    Encoded from cached per-level bytes (:class:`_LevelBytes`): about ten times
+    cheaper for a 100-level book than building ``PriceLevel`` objects.
     """
-    name = symbol.encode("utf-8")
-    parts = [b"\x0a", _varint(len(name)), name]
-    if timestamp:
-        parts += (b"\x10", _varint(timestamp & 0xFFFFFFFFFFFFFFFF))
-    cache = _LEVELS
-    if len(cache) >= _LEVEL_CACHE_LIMIT:
-        cache.clear()
     bids, asks = view
-    for field_tag, levels in ((0x1A, bids), (0x22, asks)):
-        for ticks, quantity in levels:
-            key = (field_tag, tick_size, ticks, quantity)
-            encoded = cache.get(key)
-            if encoded is None:
-                encoded = cache[key] = _level(field_tag, tick_size, ticks, quantity)
-            parts.append(encoded)
-    return b"".join(parts)
+    return (
+        book_head(symbol, timestamp)
+        + encode_levels(BIDS_TAG, tick_size, bids)
+        + encode_levels(ASKS_TAG, tick_size, asks)
+    )
 
 
 def trade_frame(symbol: str, trade: Trade, tick_size: float, sequence_number: int) -> bytes:
     """The complete ``OnTrade`` frame (the same bytes go to every subscriber)."""
-    message = info_pb2.OnTrade(
-        trade_id=trade.trade_id,
-        instrument_symbol=symbol,
-        timestamp=trade.timestamp,
-        price=price_of(trade.price_ticks, tick_size),
-        quantity=trade.quantity,
-        aggressor_side=trade.aggressor_side,  # type: ignore[arg-type]
-        sequence_number=sequence_number,
-    )
-    payload = message.SerializeToString()
+    name = symbol.encode("utf-8")
+    parts: list[bytes] = []
+    if trade.trade_id:
+        parts += (b"\x08", _varint(trade.trade_id & _MASK64))
+    if name:
+        parts += (b"\x12", _varint(len(name)), name)
+    if trade.timestamp:
+        parts += (b"\x18", _varint(trade.timestamp & _MASK64))
+    price = price_of(trade.price_ticks, tick_size)
+    if price:
+        parts += (b"\x21", _DOUBLE.pack(price))
+    if trade.quantity:
+        parts += (b"\x28", _varint(trade.quantity & _MASK64))
+    if trade.aggressor_side:
+        parts += (b"\x30", _varint(trade.aggressor_side & _MASK64))
+    if sequence_number:
+        parts += (_SEQUENCE_TAG, _varint(sequence_number & _MASK64))
+    payload = b"".join(parts)
     return _HEADER.pack(4 + len(payload), ON_TRADE) + payload
 
 

@@ -10,8 +10,9 @@ the command minus the orders cancelled so far), and no non-transient book is eve
 crossed. Fresh snapshots taken mid-stream must rebuild the very same mirror.
 
 A publisher with fake sessions (TOB, full depth and depth-2 subscribers) sees the
-events in random read batches; everything it sends must decode to an uncrossed
-book, carry consecutive numbers, and after each read equal the current book.
+events in random read batches; everything it sends must be byte for byte what
+protobuf serialises for the same message, decode to an uncrossed book, carry
+consecutive numbers, and after each read equal the current book.
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ class Harness:
 
     def check_published(self) -> None:
         for session in (self.session, self.session2):
+            # Info writes book and trade messages by hand: each must be exactly what
+            # protobuf serialises for the same message.
+            for frame in session.frames:
+                for message_type, payload in FrameDecoder().feed(frame):
+                    parsed = MESSAGE_CLASSES[message_type].FromString(payload)
+                    assert parsed.SerializeToString() == payload, (message_type, parsed)
             for message_type, message in frames_to_messages(session.frames):
                 if message_type == 25:
                     continue
