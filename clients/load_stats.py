@@ -11,6 +11,7 @@ merges exactly, not by averaging percentiles.
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -27,11 +28,20 @@ def new_histogram() -> HdrHistogram:
 
 
 def histogram_of(values: Iterable[int]) -> HdrHistogram:
-    """A histogram of microsecond values (clamped into the trackable range)."""
+    """A histogram of microsecond values (clamped into the trackable range).
+
+    Each distinct value is recorded once with its count: latencies in whole
+    microseconds repeat a lot (150,000 orders of a step have a few thousand
+    distinct values), ``Counter`` counts in C, and ``record_value`` is Python,
+    so this is several times cheaper than recording value by value and gives
+    the same histogram.
+    """
     histogram = new_histogram()
     record = histogram.record_value
-    for value in values:
-        record(LOWEST_US if value < LOWEST_US else HIGHEST_US if value > HIGHEST_US else value)
+    for value, count in Counter(values).items():
+        record(
+            LOWEST_US if value < LOWEST_US else HIGHEST_US if value > HIGHEST_US else value, count
+        )
     return histogram
 
 
