@@ -97,6 +97,7 @@ class RiskGatewayApp:
             barrier_message=order_book_pb2.GetStatsRequest,
             on_push=self._order_book_push,
             on_connecting=self._order_book_connecting,
+            after_read=self._order_book_read,
             max_frame_bytes=config.max_frame_bytes,
             logger=log.getChild("order_book"),
             **common,  # type: ignore[arg-type]
@@ -152,6 +153,7 @@ class RiskGatewayApp:
             clock=clock,
             settings=WireSettings.from_config(config),
         )
+        self.server.after_read = self.execution.send_outbox
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -281,6 +283,11 @@ class RiskGatewayApp:
                 asyncio.get_running_loop().call_soon(self._flush_unsolicited)
         elif effect.deleted_book:
             self._flush_unsolicited()
+
+    def _order_book_read(self) -> None:
+        """A read from the Order Book is handled: its events are in the order
+        table, so the answers that came with them can be settled now."""
+        self.execution.settle_answered()
 
     def _symbol(self, order_book_id: int) -> str:
         instrument = self.directory.by_book(order_book_id)

@@ -9,19 +9,20 @@ Every execution request walks the same path, synchronously up to the forward
 2. **Check, then record** every limit of both layers (:mod:`.limits`). The
    request then takes its place in its connection's response order and waits
    in the turn's *outbox*.
-3. **Save, then forward**: at the end of the event-loop turn the window records
-   of every request in the outbox go to the journal in one write, and only then
-   does each request leave for the Order Book, with the Gateway's own request id
-   and the authenticated user stamped as ``on_behalf_of_username`` (a client
-   cannot choose it). If the journal cannot be written, nothing of the batch is
-   forwarded and every ticket is refunded.
-4. **Settle**: answers are collected as they are read and settled one turn
-   later, after the rest of that read, i.e. the events the Order Book writes
-   right behind its answers, has been applied to the order table (so the
-   owner's fills are already queued behind this very response). Only an answer
-   whose events are not in yet waits for a barrier, in a task. Then the
-   in-flight reservations are released, refused inserts are taken out of the
-   windows again, and the request is answered.
+3. **Save, then forward**: once every request of the read that brought them
+   is dispatched, the window records of the requests in the outbox go to the
+   journal in one write, and only then does each request leave for the Order
+   Book, with the Gateway's own request id and the authenticated user stamped
+   as ``on_behalf_of_username`` (a client cannot choose it). If the journal
+   cannot be written, nothing of the batch is forwarded and every ticket is
+   refunded.
+4. **Settle**: answers are collected as they are read and settled once the
+   whole read is handled, i.e. after the events the Order Book writes right
+   behind its answers have been applied to the order table (so the owner's
+   fills are already queued behind this very response). Only an answer whose
+   events are not in yet waits for a barrier, in a task. Then the in-flight
+   reservations are released, refused inserts are taken out of the windows
+   again, and the batch's answers are written at once.
 
 Why not a task per request: a task, its coroutine and a future cost about a
 fifth of the Gateway's CPU per order, and one journal write per request
@@ -182,6 +183,8 @@ class ExecutionHandlers:
         self._outbox_scheduled = False
         self._settle_scheduled = False
         self._late: set[asyncio.Task[None]] = set()
+        self._touched: set[Session] = set()
+        """Sessions given answers in the current batch (written at its end)."""
         self._settlers: dict[int, Callable[[Forward, Any], None]] = {
             _INSERT: self._insert_answered,
             _CANCEL: self._cancel_answered,
@@ -471,18 +474,30 @@ class ExecutionHandlers:
     # ------------------------------------------------------------------ the outbox
 
     def _queue(self, forward: Forward) -> None:
-        """Hold the request's answer place; it leaves at the end of this turn."""
+        """Hold the request's answer place; it leaves with the rest of its read's.
+
+        A request dispatched from a read (no ``waiter``) is sent by
+        :meth:`send_outbox`, which the wire server calls once the read's
+        requests are all dispatched; one that awaited something first (it has
+        a ``waiter``) is sent on the next loop turn.
+        """
         if forward.waiter is None:
             forward.slot = forward.session.reserve()
+        else:
+            self._schedule_outbox()
         self.in_flight.add(forward)
         self._outbox.append(forward)
+
+    def _schedule_outbox(self) -> None:
         if not self._outbox_scheduled:
             self._outbox_scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_outbox)
+            asyncio.get_running_loop().call_soon(self.send_outbox)
 
-    def _send_outbox(self) -> None:
-        """Save the turn's window records in one write, then forward the turn's requests."""
+    def send_outbox(self) -> None:
+        """Save the outbox's window records in one write, then forward its requests."""
         self._outbox_scheduled = False
+        if not self._outbox:
+            return
         batch, self._outbox = self._outbox, []
         if not self.app.save_tickets([forward.ticket for forward in batch]):
             for forward in batch:
@@ -519,16 +534,25 @@ class ExecutionHandlers:
             self.app.save_quietly()
         if conn is not None:
             conn.flush()
+        self._flush_answers()
 
     def _on_answer(self, forward: Forward, outcome: Any) -> None:
-        """Called while the answer is read: settle it after the rest of that read."""
-        self._answered.append((forward, outcome))
-        if not self._settle_scheduled:
-            self._settle_scheduled = True
-            asyncio.get_running_loop().call_soon(self._settle_answered)
+        """Called while the answer is read: settled after the rest of that read.
 
-    def _settle_answered(self) -> None:
+        The Order Book link calls :meth:`settle_answered` once the read is
+        handled; a lost connection is not a read, so it is settled on the next
+        loop turn.
+        """
+        self._answered.append((forward, outcome))
+        if isinstance(outcome, ConnectionLost) and not self._settle_scheduled:
+            self._settle_scheduled = True
+            asyncio.get_running_loop().call_soon(self.settle_answered)
+
+    def settle_answered(self) -> None:
+        """Settle the answers collected so far (their events are in the order table)."""
         self._settle_scheduled = False
+        if not self._answered:
+            return
         answered, self._answered = self._answered, []
         settlers = self._settlers
         for forward, outcome in answered:
@@ -538,8 +562,15 @@ class ExecutionHandlers:
                 log.exception("settling an answer of the order book failed")
                 self._fail(forward)
         # Refunds and client_order_ids of this batch, in one write before the
-        # answers leave (they are written at the end of the turn).
+        # answers leave.
         self.app.save_quietly()
+        self._flush_answers()
+
+    def _flush_answers(self) -> None:
+        """Write the answers of a batch now rather than on the next loop turn."""
+        touched, self._touched = self._touched, set()
+        for session in touched:
+            session.flush()
 
     def _late_settle(self, forward: Forward, work: Coroutine[Any, Any, None]) -> None:
         """The answer's events are not in the order table yet: wait for a barrier."""
@@ -570,6 +601,7 @@ class ExecutionHandlers:
         elif forward.slot is not None:
             frame = encode_frame(_RESPONSE[forward.kind], response.SerializeToString())
             forward.session.fulfil(forward.slot, frame)
+            self._touched.add(forward.session)
 
     def _fail(self, forward: Forward) -> None:
         """A bug settled nothing: answer ``ON_ERROR`` "internal error", never silence."""

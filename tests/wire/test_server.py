@@ -14,6 +14,7 @@ import pytest
 from services.common.clock import SystemClock
 from services.common.pb import admin_pb2, common_pb2, execution_pb2, info_pb2
 from services.common.wire import errors
+from services.common.wire.client import UpstreamConnection
 from services.common.wire.framing import encode_frame
 from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session
@@ -401,3 +402,87 @@ async def test_closed_sessions_are_released(harness: Harness) -> None:
     gc.collect()
     assert harness.server.sessions == set()
     assert harness.service.closed == 20
+
+
+# --------------------------------------------------------------------- after_read
+
+
+async def test_after_read_runs_once_per_read_after_all_its_requests(harness: Harness) -> None:
+    """A service batching per read (the Risk Gateway's outbox) sees every request
+    of a read dispatched before its hook runs, and the hook runs once."""
+    seen: list[str] = []
+    original = harness.service.cancel
+
+    def cancel(session: Session, request: Any) -> Any:
+        seen.append(f"cancel {request.request_id}")
+        return original(session, request)
+
+    harness.server.routes[MT.EXECUTION_CANCEL_ORDER_REQUEST].handler = cancel
+    harness.server.after_read = lambda: seen.append("after_read")
+    client = await harness.logged_in()
+    seen.clear()
+    client.send_raw(
+        b"".join(
+            encode_frame(42, execution_pb2.CancelOrderRequest(request_id=i).SerializeToString())
+            for i in range(1, 6)
+        )
+    )
+    ids = [(await client.recv())[1].request_id for _ in range(5)]
+    assert ids == [1, 2, 3, 4, 5]
+    assert seen == [f"cancel {i}" for i in range(1, 6)] + ["after_read"]
+
+
+async def test_after_read_also_follows_requests_held_behind_a_login(harness: Harness) -> None:
+    seen: list[str] = []
+    harness.server.after_read = lambda: seen.append("after_read")
+    client = await harness.client()
+    client.send_raw(
+        encode_frame(
+            0,
+            common_pb2.LoginRequest(
+                request_id=1, username="alice", password="alice-pw"
+            ).SerializeToString(),
+        )
+        + encode_frame(42, execution_pb2.CancelOrderRequest(request_id=2).SerializeToString())
+    )
+    kinds = [(await client.recv())[0] for _ in range(3)]
+    assert kinds[-1] == MT.EXECUTION_CANCEL_ORDER_RESPONSE
+    # Once for the read (only the login was dispatched), once for the backlog.
+    assert seen == ["after_read", "after_read"]
+
+
+async def test_client_after_read_follows_the_answers_of_a_read(harness: Harness) -> None:
+    seen: list[str] = []
+    conn = await UpstreamConnection.open(
+        harness.server.host,
+        harness.server.port,
+        "alice",
+        "alice-pw",
+        on_push=lambda kind, message: seen.append("push"),
+    )
+    try:
+        conn.after_read = lambda: seen.append("after_read")
+        while "push" not in seen:  # the on_login push
+            await asyncio.sleep(0.001)
+        seen.clear()
+        answered = asyncio.Event()
+
+        def answer(outcome: Any) -> None:
+            seen.append(f"answer {outcome.cancelled_quantity}")
+            if len(seen) >= 3:
+                answered.set()
+
+        for order_id in (4, 5, 6):
+            conn.request_callback(
+                MT.EXECUTION_CANCEL_ORDER_REQUEST,
+                execution_pb2.CancelOrderRequest(order_id=order_id),
+                answer,
+            )
+        await asyncio.wait_for(answered.wait(), 5)
+        await asyncio.sleep(0.01)
+        answers = [s for s in seen if s.startswith("answer")]
+        assert answers == ["answer 4", "answer 5", "answer 6"]
+        # The hook closes each read: it runs after the answers it carried.
+        assert seen[0] == "answer 4" and seen[-1] == "after_read"
+    finally:
+        conn.close()

@@ -78,6 +78,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_received = self._loop.time()
         self._last_sent = self._loop.time()
         self._keeper: asyncio.Task[None] | None = None
+        self.after_read: Callable[[], None] | None = None
+        """Called once every frame of a read has been handled (responses and
+        pushes): a caller that collects answers per read settles them here,
+        after the pushes that came with them, instead of on a later turn."""
         self._made: asyncio.Future[None] = self._loop.create_future()
 
     @classmethod
@@ -193,6 +197,9 @@ class UpstreamConnection(asyncio.Protocol):
                 continue
             if self.on_push is not None:
                 self.on_push(message_type, message)
+        after_read = self.after_read
+        if after_read is not None and frames:
+            after_read()
 
     # ------------------------------------------------------------------ requests
 

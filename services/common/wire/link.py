@@ -7,7 +7,8 @@ old connection still delivers. What an owner does with a connection lives in
 its hooks:
 ``on_connecting()`` before each attempt (pushes may arrive with the login
 response, so state is reset first); ``on_push(type, message)`` for pushes of
-the current connection only; ``await on_up(conn)`` after login, before the link
+the current connection only; ``after_read()`` once a read's frames are all
+handled; ``await on_up(conn)`` after login, before the link
 counts as connected (a barrier, a re-subscription; an exception drops that
 connection and counts as a failed attempt); ``on_down()`` when a connected link
 loses its connection (not on stop).
@@ -52,6 +53,7 @@ class ReconnectingLink:
         healthy_after_s: float = 0.0,
         reconnect: bool = True,
         ssl: SSLContext | None = None,
+        after_read: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.host, self.port = host, port
@@ -60,6 +62,7 @@ class ReconnectingLink:
         self.log = log
         self._on_push, self._on_up = on_push, on_up
         self._on_connecting, self._on_down = on_connecting, on_down
+        self._after_read = after_read
         self._open_options: dict[str, Any] = {
             "heartbeat_interval_s": heartbeat_interval_s,
             "idle_timeout_s": idle_timeout_s,
@@ -153,6 +156,7 @@ class ReconnectingLink:
                     ssl=self.ssl,
                     **self._open_options,
                 )
+                conn.after_read = self._after_read
                 self.conn = conn
                 if self._on_up is not None:
                     await self._on_up(conn)

@@ -144,6 +144,10 @@ class WireServer:
         self.clock = clock
         self.settings = settings or WireSettings()
         self.sessions: set[Session] = set()
+        self.after_read: Callable[[], None] | None = None
+        """Called once a read's requests are all dispatched (on any session):
+        a service that batches work per read (the Risk Gateway's outbox) does
+        it here rather than on a later loop turn."""
         self.host = ""
         self.port = 0
         self.tls = False

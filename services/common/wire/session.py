@@ -144,11 +144,14 @@ class Session(asyncio.Protocol):
         dispatch = self._dispatch
         for index, (message_type, payload) in enumerate(frames):
             if self.closed:
-                return
+                break
             dispatch(message_type, payload)
             if self._blocked:
                 self._backlog.extend(frames[index + 1 :])
-                return
+                break
+        after_read = self.server.after_read
+        if after_read is not None and frames:
+            after_read()
 
     def eof_received(self) -> bool | None:
         # Half-closed by the peer: finish writing what we owe, then close.
@@ -274,9 +277,13 @@ class Session(asyncio.Protocol):
                 log.exception("%s: on_login failed", self.server.name)
         self._blocked = False
         backlog = self._backlog
+        dispatched = bool(backlog)
         while backlog and not self._blocked and not self.closed:
             message_type, payload = backlog.popleft()
             self._dispatch(message_type, payload)
+        after_read = self.server.after_read
+        if after_read is not None and dispatched:
+            after_read()
 
     # ------------------------------------------------------------------ output
 
@@ -396,6 +403,11 @@ class Session(asyncio.Protocol):
                     "%s: dropping %s (%s)", self.server.name, self.peer, errors.OUTPUT_OVERFLOW
                 )
                 self.abort()
+
+    def flush(self) -> None:
+        """Write what is queued now rather than at the end of the loop turn
+        (for a service that has just finished a batch of answers)."""
+        self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
