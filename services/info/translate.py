@@ -61,15 +61,53 @@ _SEQUENCE_TAG: Final = b"\x78"  # field 15, wire type 0 (varint)
 
 
 def _varint(value: int) -> bytes:
-    """Protobuf varint of a non-negative int64."""
+    """Protobuf varint of a non-negative int64 (negative numbers: mask them first)."""
     if value < 0x80:
         return bytes((value,))
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value >= 0x10000000:
+        return _long_varint(value)
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_HIGH_VARINTS: dict[int, bytes] = {}
+_HIGH_CACHE_LIMIT: Final = 1 << 10
+
+
+def _long_varint(value: int) -> bytes:
+    """A varint of 2**28 or more: nanosecond timestamps, nearly every message has one.
+
+    Their low 28 bits (four bytes of the varint) change all the time and are written
+    directly; the rest changes every 0.27 s of a timestamp and is cached.
+    """
+    high = value >> 28
+    tail = _HIGH_VARINTS.get(high)
+    if tail is None:
+        if len(_HIGH_VARINTS) >= _HIGH_CACHE_LIMIT:
+            _HIGH_VARINTS.clear()
+        out = bytearray()
+        while high >= 0x80:
+            out.append((high & 0x7F) | 0x80)
+            high >>= 7
+        out.append(high)
+        tail = _HIGH_VARINTS[value >> 28] = bytes(out)
+    return (
+        bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+            )
+        )
+        + tail
+    )
 
 
 def with_sequence(message_type: int, payload: bytes, sequence_number: int) -> bytes:
@@ -397,26 +435,36 @@ def depth_payload(symbol: str, timestamp: int, view: DepthView, tick_size: float
     )
 
 
+_TRADE_SYMBOLS: dict[str, bytes] = {}
+
+
 def trade_frame(symbol: str, trade: Trade, tick_size: float, sequence_number: int) -> bytes:
-    """The complete ``OnTrade`` frame (the same bytes go to every subscriber)."""
-    name = symbol.encode("utf-8")
-    parts: list[bytes] = []
-    if trade.trade_id:
-        parts += (b"\x08", _varint(trade.trade_id & _MASK64))
-    if name:
-        parts += (b"\x12", _varint(len(name)), name)
+    """The complete ``OnTrade`` frame (the same bytes go to every subscriber).
+
+    Fields in number order, zeros omitted: trade_id (1), instrument_symbol (2),
+    timestamp (3), price (4), quantity (5), aggressor_side (6), sequence_number (15).
+    """
+    name = _TRADE_SYMBOLS.get(symbol)
+    if name is None:
+        if len(_TRADE_SYMBOLS) >= _SYMBOL_CACHE_LIMIT:
+            _TRADE_SYMBOLS.clear()
+        encoded = symbol.encode("utf-8")
+        name = _TRADE_SYMBOLS[symbol] = (
+            b"\x12" + _varint(len(encoded)) + encoded if encoded else b""
+        )
+    trade_id = trade.trade_id
+    payload = b"\x08" + _varint(trade_id & _MASK64) + name if trade_id else name
     if trade.timestamp:
-        parts += (b"\x18", _varint(trade.timestamp & _MASK64))
+        payload += b"\x18" + _varint(trade.timestamp & _MASK64)
     price = price_of(trade.price_ticks, tick_size)
     if price:
-        parts += (b"\x21", _DOUBLE.pack(price))
+        payload += b"\x21" + _DOUBLE.pack(price)
     if trade.quantity:
-        parts += (b"\x28", _varint(trade.quantity & _MASK64))
+        payload += b"\x28" + _varint(trade.quantity & _MASK64)
     if trade.aggressor_side:
-        parts += (b"\x30", _varint(trade.aggressor_side & _MASK64))
+        payload += b"\x30" + _varint(trade.aggressor_side & _MASK64)
     if sequence_number:
-        parts += (_SEQUENCE_TAG, _varint(sequence_number & _MASK64))
-    payload = b"".join(parts)
+        payload += _SEQUENCE_TAG + _varint(sequence_number & _MASK64)
     return _HEADER.pack(4 + len(payload), ON_TRADE) + payload
 
 
