@@ -123,6 +123,8 @@ class LoadConnection(UpstreamConnection, asyncio.BufferedProtocol):
         self._pending[request_id] = (callback, None)
         if request_id < 0x80:
             payload = b"\x08" + _BYTES[request_id] + body
+        elif request_id < 0x4000:  # two bytes: the common case, without a loop
+            payload = bytes((8, (request_id & 0x7F) | 0x80, request_id >> 7)) + body
         else:
             payload = b"\x08" + varint(request_id) + body
         self._out.append(_pack_header(len(payload) + 4, message_type) + payload)
