@@ -26,8 +26,7 @@ from services.common.auth import Authenticator
 from services.common.clock import Clock
 from services.common.config import OrderBookConfig
 from services.common.users import Role
-from services.common.wire.framing import encode_frame
-from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPE
+from services.common.wire.registry import MESSAGE_CLASSES
 from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session, Slot
 from services.order_book.engine import Engine
@@ -103,11 +102,11 @@ class OrderBookApp:
     def _replay(self) -> None:
         started = time.perf_counter()
         records = self.journal.open()
-        apply = self.processor.apply
+        process = self.processor.process
         encoder = self.encoder
         for record in records:
             request = MESSAGE_CLASSES[record.kind].FromString(record.payload)
-            apply(record.kind, request, record.timestamp)
+            process(record.kind, request, record.timestamp)
             # Keep the tick-size table in step (events are otherwise discarded).
             for event in self.engine.drain_events():
                 if isinstance(event, OnOrderBookCreated):
@@ -150,19 +149,17 @@ class OrderBookApp:
     # ------------------------------------------------------------------ commands
 
     def _handler(self, kind: int) -> Any:
-        apply = self.processor.apply
-        response_type = RESPONSE_TYPE[kind]
+        process = self.processor.process
         journal = self.journal
         now_ns = self.clock.now_ns
 
         def handle(session: Session, request: Any) -> None:
             timestamp = now_ns()
-            response, accepted = apply(kind, request, timestamp)
+            frame, accepted = process(kind, request, timestamp)
             if accepted:
                 journal.append(kind, timestamp, request.SerializeToString())
                 encode = self.encoder.encode
                 self._events.extend([encode(e) for e in self.engine.drain_events()])
-            frame = encode_frame(response_type, response.SerializeToString())
             self._answers.append((session, session.reserve(), frame))
             if not self._commit_scheduled:
                 self._commit_scheduled = True
