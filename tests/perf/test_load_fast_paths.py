@@ -357,3 +357,21 @@ async def test_a_connection_class_overriding_request_callback_still_sees_every_r
         MT.EXECUTION_CANCEL_ORDER_REQUEST,
         MT.EXECUTION_AMEND_ORDER_REQUEST,
     }
+
+
+async def test_a_cancelled_step_sends_nothing_more(relay_port: int) -> None:
+    run = LoadRun(LoadOptions(port=relay_port, info_port=0, symbols=["AAA"], connections=2))
+    await run.setup()
+    try:
+        task = asyncio.create_task(run.step(rate=2000, duration_s=5.0))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert run.state is not None
+        sent = run.state.sent
+        assert 0 < sent < 10_000
+        await asyncio.sleep(0.1)
+        assert run.state.sent == sent
+    finally:
+        await run.close()
