@@ -697,3 +697,20 @@ async def test_a_live_sessions_frames_parse_back_to_the_same_bytes(tmp_path: Pat
     finally:
         await client.close()
         await app.stop()
+
+
+def test_a_deleted_book_is_unknown_to_the_price_check() -> None:
+    """The processor remembers live books' tick sizes; a delete must forget them."""
+    processor = translate.CommandProcessor(Engine())
+    processor.process(translate.CREATE, pb.CreateOrderBookRequest(tick_size=0.01), 1)
+    insert = pb.InsertOrderRequest(request_id=1, order_book_id=1, price=10.0, quantity=1)
+    assert processor.process(translate.INSERT, insert, 2)[1]
+    assert processor.process(translate.DELETE, pb.DeleteOrderBookRequest(order_book_id=1), 3)[1]
+    for kind, request in (
+        (translate.INSERT, insert),
+        (translate.AMEND, pb.AmendOrderRequest(order_book_id=1, order_id=1, price=10.5)),
+    ):
+        response: Any
+        response, accepted = processor.apply(kind, request, 4)
+        assert not accepted
+        assert response.error_message == "unknown order book 1"
