@@ -291,10 +291,11 @@ def event_from_pb(message_type: int, message: Any, mirror: Mirror, now_ns: int) 
 
 # ---------------------------------------------------------------------- outbound
 #
-# Book and trade messages are written by hand: they go out for nearly every event,
-# and building protobuf objects to serialise them cost more than everything else
-# Info does per event. The bytes are exactly what ``SerializeToString`` writes
-# (fields in number order, proto3 defaults omitted); property tests compare the two.
+# Book messages are assembled by hand from cached parts: encoded price levels, a
+# side of a depth view that did not change, and the head (symbol and timestamp)
+# that all the groups of a book published together share. The bytes are exactly
+# what ``SerializeToString`` writes (fields in number order, proto3 defaults
+# omitted); property tests compare the two.
 
 _PRICES: dict[float, dict[int, float]] = {}
 _PRICE_CACHE_LIMIT: Final = 1 << 16
@@ -435,36 +436,21 @@ def depth_payload(symbol: str, timestamp: int, view: DepthView, tick_size: float
     )
 
 
-_TRADE_SYMBOLS: dict[str, bytes] = {}
-
-
 def trade_frame(symbol: str, trade: Trade, tick_size: float, sequence_number: int) -> bytes:
     """The complete ``OnTrade`` frame (the same bytes go to every subscriber).
 
-    Fields in number order, zeros omitted: trade_id (1), instrument_symbol (2),
-    timestamp (3), price (4), quantity (5), aggressor_side (6), sequence_number (15).
+    Left to protobuf: written by hand it was no faster (about 2 us either way).
     """
-    name = _TRADE_SYMBOLS.get(symbol)
-    if name is None:
-        if len(_TRADE_SYMBOLS) >= _SYMBOL_CACHE_LIMIT:
-            _TRADE_SYMBOLS.clear()
-        encoded = symbol.encode("utf-8")
-        name = _TRADE_SYMBOLS[symbol] = (
-            b"\x12" + _varint(len(encoded)) + encoded if encoded else b""
-        )
-    trade_id = trade.trade_id
-    payload = b"\x08" + _varint(trade_id & _MASK64) + name if trade_id else name
-    if trade.timestamp:
-        payload += b"\x18" + _varint(trade.timestamp & _MASK64)
-    price = price_of(trade.price_ticks, tick_size)
-    if price:
-        payload += b"\x21" + _DOUBLE.pack(price)
-    if trade.quantity:
-        payload += b"\x28" + _varint(trade.quantity & _MASK64)
-    if trade.aggressor_side:
-        payload += b"\x30" + _varint(trade.aggressor_side & _MASK64)
-    if sequence_number:
-        payload += _SEQUENCE_TAG + _varint(sequence_number & _MASK64)
+    message = info_pb2.OnTrade(
+        trade_id=trade.trade_id,
+        instrument_symbol=symbol,
+        timestamp=trade.timestamp,
+        price=price_of(trade.price_ticks, tick_size),
+        quantity=trade.quantity,
+        aggressor_side=trade.aggressor_side,  # type: ignore[arg-type]
+        sequence_number=sequence_number,
+    )
+    payload = message.SerializeToString()
     return _HEADER.pack(4 + len(payload), ON_TRADE) + payload
 
 

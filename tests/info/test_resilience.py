@@ -4,6 +4,7 @@ and subscribers that stop reading."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -346,27 +347,48 @@ async def test_a_stalled_trade_subscriber_is_disconnected_at_its_cap(exchange: E
     await exchange.subscribe(fast, "ABC", TOB)
     await exchange.insert(book, SELL, 10.0, 1_000_000)
     await fast.next(23)
-    trades = 3000  # ~60 bytes each: far more than the 64 KiB cap
-    futures = [
-        exchange.ob.request(
-            MT.ORDER_BOOK_INSERT_ORDER_REQUEST,
-            order_book_pb2.InsertOrderRequest(
-                order_book_id=book,
-                side=common_pb2.BUY,
-                price=10.0,
-                quantity=1,
-                on_behalf_of_username="a",
-            ),
-        )
-        for _ in range(trades)
-    ]
-    await asyncio.gather(*futures)
+    # The slow reader's client still takes in about 128 KiB (its stream reader's
+    # buffer) before it stops reading, so 6,000 trades (~45 bytes each, plus book
+    # messages) are needed to push its session past the 64 KiB cap.
+    trades = 6000
+    # Sent in chunks, each published before the next is sent, while the fast
+    # reader reads along: the trades of one read of the Order Book stream are
+    # written to every connection in one loop turn, so a read carrying more than
+    # the cap's worth (~1,450 trades) drops the fast reader too, which is the cap
+    # working. With everything sent at once, how many trades one read carried was
+    # a matter of scheduling in this one-process set-up.
+    chunk = 500
+    instrument = info.registry.get("ABC")
+    assert instrument is not None
     received = 0
-    while received < trades:
-        kind, message = await fast.recv(timeout=5.0)
-        if kind == 25:
-            received += 1
-            assert message.sequence_number == received
+
+    async def read_fast() -> None:
+        nonlocal received
+        while received < trades:
+            kind, message = await fast.recv(timeout=10.0)
+            if kind == 25:
+                received += 1
+                assert message.sequence_number == received
+
+    reader = asyncio.create_task(read_fast())
+    for sent in range(chunk, trades + 1, chunk):
+        futures = [
+            exchange.ob.request(
+                MT.ORDER_BOOK_INSERT_ORDER_REQUEST,
+                order_book_pb2.InsertOrderRequest(
+                    order_book_id=book,
+                    side=common_pb2.BUY,
+                    price=10.0,
+                    quantity=1,
+                    on_behalf_of_username="a",
+                ),
+            )
+            for _ in range(chunk)
+        ]
+        await asyncio.gather(*futures)
+        await until(functools.partial(lambda n: instrument.stats.trade_count >= n, sent))
+    await asyncio.wait_for(reader, 20.0)
+    assert received == trades
     await until(lambda: slow_session.closed)
     assert slow_session not in info.server.sessions
     assert fast.writer.transport is not None and not fast.writer.transport.is_closing()
