@@ -28,6 +28,19 @@ the digest must not change when Info gets faster.
 
 ``python -m bench.info_cpu [--orders 20000] [--runs 7] [--orders-per-read 1,10]``
 prints, per read size, the median CPU per order and per event of several runs.
+
+Issue #9, same machine (2 cores, shared), same stream (20,000 orders, 24,447
+events), Info before and after, the rest of the tree identical, runs interleaved:
+
+| orders per read | before: us per order | after | output digest (both) |
+| --- | --- | --- | --- |
+| 1 | 22.9-23.7 | 14.5-14.8 (-37 %) | 0fbc06d5547a9649 |
+| 10 | 12.5-12.6 | 8.7-8.9 (-30 %) | b1e2575f3da2eb3f |
+
+Of the "after" figure at 10 orders per read, about 4.3 us is the event stream alone
+(no subscriber), of which about 1.2 us is the wire layer's frame decoding and
+protobuf ``FromString``, which Info does not own and could only replace with
+slower Python.
 """
 
 from __future__ import annotations
