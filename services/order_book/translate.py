@@ -39,7 +39,6 @@ from services.common.wire.pbenc import (
     CONTINUED_CHUNK,
     SMALL_VARINT,
     double_bytes,
-    packed_varints,
     string_field,
     varint,
 )
@@ -129,10 +128,26 @@ _L28: Final = 1 << 28
 _M14: Final = _L14 - 1
 
 
+_last_packed: tuple[object, bytes] = (object(), b"")
+"""The last id tuple packed, and its length-prefixed body.
+
+An insert's or amend's response and its event carry the same ``trade_ids``
+tuple object; the memo holds a reference, so identity cannot be reused by
+another tuple, and tuples cannot change.  (Lists are packed, never kept.)"""
+
+
 def _packed(key: bytes, values: Sequence[int]) -> bytes:
     """A packed repeated int64 field; the caller checks that ``values`` is not empty."""
-    body = packed_varints(values)
-    return key + varint(len(body)) + body
+    global _last_packed
+    last = _last_packed
+    if values is last[0]:
+        return key + last[1]
+    body = varint(values[0]) if len(values) == 1 else b"".join([varint(v) for v in values])
+    size = len(body)
+    sized = (_S[size] if size < _L14 else varint(size)) + body
+    if type(values) is tuple:
+        _last_packed = (values, sized)
+    return key + sized
 
 
 _USERNAME_FIELDS: dict[str, bytes] = {}

@@ -714,3 +714,38 @@ def test_a_deleted_book_is_unknown_to_the_price_check() -> None:
         response, accepted = processor.apply(kind, request, 4)
         assert not accepted
         assert response.error_message == "unknown order book 1"
+
+
+def test_one_id_tuple_in_a_response_and_an_event_and_a_reused_list() -> None:
+    """The packed-ids memo answers for the same tuple only, under either field key."""
+    ids = (7, 300, 2**40)
+    response = translate.insert_order_response(1, "", 2, 3, ids, 4, 0)
+    event = translate.on_order_inserted(2, 1, 3, 0, _double(1.5), 4, ids, "a", 0, 9)
+    assert (
+        response
+        == pb.InsertOrderResponse(
+            request_id=1, order_id=2, timestamp=3, trade_ids=ids, traded_quantity=4
+        ).SerializeToString()
+    )
+    assert (
+        event
+        == pb.OnOrderInserted(
+            order_id=2,
+            order_book_id=1,
+            timestamp=3,
+            price=1.5,
+            quantity=4,
+            trade_ids=ids,
+            username="a",
+            sequence_number=9,
+        ).SerializeToString()
+    )
+    listed = [1, 2]
+    first = translate.amend_order_response(1, "", 3, listed, 0, 0)
+    listed.append(3)
+    second = translate.amend_order_response(1, "", 3, listed, 0, 0)
+    assert first != second
+    assert (
+        second
+        == pb.AmendOrderResponse(request_id=1, timestamp=3, trade_ids=[1, 2, 3]).SerializeToString()
+    )
