@@ -46,7 +46,11 @@ from typing import Any, Final
 
 from google.protobuf.message import DecodeError
 
+from clients.load_plan import AMEND as K_AMEND
+from clients.load_plan import CANCEL as K_CANCEL
+from clients.load_plan import CROSS as K_CROSS
 from clients.load_plan import KIND_NAMES, Instrument, Intent, Kind, Mix, Planner, RestingOrders
+from clients.load_plan import PASSIVE as K_PASSIVE
 from clients.load_stats import Recorder, encode, histogram_of, merged, summary
 from services.common.pb import common_pb2, execution_pb2, info_pb2
 from services.common.wire.client import ResponseCallback, UpstreamConnection
@@ -280,9 +284,9 @@ class OrderFrames:
     def body(self, intent: Intent) -> tuple[int, bytes]:
         """``(message type, payload without request_id)`` of ``intent``'s request."""
         kind = intent.kind
-        if kind is Kind.CANCEL:
+        if kind is K_CANCEL:
             return CANCEL, self._symbol[intent.instrument] + b"\x18" + varint(intent.order_id)
-        if kind is Kind.AMEND:
+        if kind is K_AMEND:
             return AMEND, (
                 self._symbol[intent.instrument]
                 + b"\x18"
@@ -291,7 +295,7 @@ class OrderFrames:
                 + b"("
                 + varint(intent.quantity)
             )
-        tif = IOC_TIF if kind is Kind.CROSS else GTC_TIF
+        tif = IOC_TIF if kind is K_CROSS else GTC_TIF
         key = (intent.instrument, intent.side, intent.ticks, intent.quantity, tif)
         body = self._insert.get(key)
         if body is None:
@@ -715,11 +719,11 @@ class LoadRun:
             if response.error_message:
                 state.errors[kind] += 1
                 self._sample(state, f"{KIND_NAMES[kind]}: {response.error_message}")
-                if kind == Kind.AMEND:
+                if kind is K_AMEND:
                     part.resting.gone(intent.order_id)
-            elif kind == Kind.PASSIVE or kind == Kind.CROSS:
+            elif kind is K_PASSIVE or kind is K_CROSS:
                 part.resting.rested(response.order_id, intent, response.resting_quantity)
-            elif kind == Kind.AMEND and response.resting_quantity == 0:
+            elif kind is K_AMEND and response.resting_quantity == 0:
                 part.resting.gone(intent.order_id)
         if state.scheduling_done and not state.pending:
             state.drained.set()
