@@ -152,6 +152,12 @@ def service_path(processor: CommandProcessor, encoder: EventEncoder) -> Step:
     """The service handler's work for one request (as in ``OrderBookApp._handler``)."""
     engine = processor.engine
     encode = encoder.encode
+    encode_all = getattr(encoder, "encode_all", None)
+    if encode_all is None:  # earlier revisions, as for ``process`` below
+
+        def encode_all(events: list[Any]) -> list[bytes]:
+            return [encode(e) for e in events]
+
     answers: list[bytes] = []
     journal: list[bytes] = []
     events: list[bytes] = []
@@ -171,7 +177,7 @@ def service_path(processor: CommandProcessor, encoder: EventEncoder) -> Step:
         frame, accepted = process(kind, request, timestamp)
         if accepted:
             journal.append(encode_record(kind, timestamp, request.SerializeToString()))
-            events.extend([encode(e) for e in engine.drain_events()])
+            events.extend(encode_all(engine.drain_events()))
         answers.append(frame)
         if len(answers) > 1024:
             # What a commit does with them; keeps memory flat between commits.

@@ -150,6 +150,8 @@ class OrderBookApp:
 
     def _handler(self, kind: int) -> Any:
         process = self.processor.process
+        encode_all = self.encoder.encode_all
+        drain_events = self.engine.drain_events
         journal = self.journal
         now_ns = self.clock.now_ns
 
@@ -158,8 +160,7 @@ class OrderBookApp:
             frame, accepted = process(kind, request, timestamp)
             if accepted:
                 journal.append(kind, timestamp, request.SerializeToString())
-                encode = self.encoder.encode
-                self._events.extend([encode(e) for e in self.engine.drain_events()])
+                self._events.extend(encode_all(drain_events()))
             self._answers.append((session, session.reserve(), frame))
             if not self._commit_scheduled:
                 self._commit_scheduled = True

@@ -27,7 +27,7 @@ remembering them changes no result.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from google.protobuf.message import Message
@@ -150,6 +150,21 @@ def _packed(key: bytes, values: Sequence[int]) -> bytes:
     return key + sized
 
 
+_ERROR_FIELDS: dict[str, bytes] = {}
+
+
+def _error_field(error_message: str) -> bytes:
+    """A response's ``error_message`` (field 2 in all three), remembered per text:
+    refusals repeat a handful of texts, and encoding one costs more than the rest
+    of the response."""
+    field = _ERROR_FIELDS.get(error_message)
+    if field is None:
+        if len(_ERROR_FIELDS) >= _MEMO_LIMIT:
+            _ERROR_FIELDS.clear()
+        field = _ERROR_FIELDS[error_message] = string_field(2, error_message)
+    return field
+
+
 _USERNAME_FIELDS: dict[str, bytes] = {}
 
 
@@ -198,7 +213,7 @@ def insert_order_response(
     return b"".join(
         (
             b"\x08" + varint(request_id) if request_id else b"",
-            string_field(2, error_message),
+            _ERROR_FIELDS.get(error_message) or _error_field(error_message),
             b"\x18" + varint(order_id) if order_id else b"",
             b"\x20" + varint(timestamp) if timestamp else b"",
             _packed(b"\x2a", trade_ids) if trade_ids else b"",
@@ -224,7 +239,7 @@ def cancel_order_response(request_id: int, error_message: str, cancelled_quantit
     return b"".join(
         (
             b"\x08" + varint(request_id) if request_id else b"",
-            string_field(2, error_message),
+            _ERROR_FIELDS.get(error_message) or _error_field(error_message),
             b"\x18" + varint(cancelled_quantity) if cancelled_quantity else b"",
         )
     )
@@ -260,7 +275,7 @@ def amend_order_response(
     return b"".join(
         (
             b"\x08" + varint(request_id) if request_id else b"",
-            string_field(2, error_message),
+            _ERROR_FIELDS.get(error_message) or _error_field(error_message),
             b"\x18" + varint(timestamp) if timestamp else b"",
             _packed(b"\x22", trade_ids) if trade_ids else b"",
             b"\x28" + varint(traded_quantity) if traded_quantity else b"",
@@ -516,6 +531,11 @@ class EventEncoder:
 
     def encode(self, event: Any) -> bytes:
         return self._encoders[type(event)](event)
+
+    def encode_all(self, events: Iterable[Any]) -> list[bytes]:
+        """The frames of ``events``, in order (one call per command's events)."""
+        encoders = self._encoders
+        return [encoders[type(event)](event) for event in events]
 
     def _price(self, order_book_id: int, ticks: int) -> bytes:
         """The price's ``double_bytes`` for ``ticks`` of a book, remembered per book.
