@@ -105,16 +105,16 @@ def unknown_book(order_book_id: int) -> str:
 
 # ------------------------------------------------------------------ payloads
 #
-# Each payload function has a fast path for the field values the service sends
-# almost always (positive ids below 2**28, quantities below 2**14, small enums),
-# where varints are read straight from ``pbenc``'s tables without a call, and a
-# general path for every other value; the tests drive both.
-#
 # Each function returns one message's protobuf payload, identical to
 # ``SerializeToString()`` of the message with the same field values.  Literal
 # bytes are field keys, ``(field_number << 3) | wire_type``: 0 varint, 1 double,
 # 2 length-delimited.  Doubles are passed as their ``pbenc.double_bytes`` image
 # (empty for +0.0, which upb leaves out), so a caller can remember it per price.
+#
+# Each has a fast path for the field values the service sends almost always
+# (positive ids below 2**28, quantities below 2**14, small enums), where varints
+# are read straight from ``pbenc``'s tables without a call, and a general path
+# for every other value; the tests drive both.
 
 
 _pack_header: Final = HEADER.pack
@@ -733,16 +733,10 @@ class CommandProcessor:
                     client_order_id,
                     timestamp,
                 )
-                error = result.error
+                (error, order_id, result_timestamp, trade_ids, traded, resting) = result
                 if not error:
                     payload = insert_order_response(
-                        request_id,
-                        "",
-                        result.order_id,
-                        result.timestamp,
-                        result.trade_ids,
-                        result.traded_quantity,
-                        result.resting_quantity,
+                        request_id, "", order_id, result_timestamp, trade_ids, traded, resting
                     )
                     return _pack_header(len(payload) + 4, _INSERT_RESPONSE) + payload, True
         payload = insert_order_response(request_id, error, 0, 0, (), 0, 0)
@@ -766,16 +760,12 @@ class CommandProcessor:
         result = self.engine.amend(
             order_book_id, r.order_id, r.on_behalf_of_username, ticks, r.quantity, timestamp
         )
-        if result.error:
-            payload = amend_order_response(r.request_id, result.error, 0, (), 0, 0)
+        (error, result_timestamp, trade_ids, traded, resting, _side) = result
+        if error:
+            payload = amend_order_response(r.request_id, error, 0, (), 0, 0)
             return encode_frame(_AMEND_RESPONSE, payload), False
         payload = amend_order_response(
-            r.request_id,
-            "",
-            result.timestamp,
-            result.trade_ids,
-            result.traded_quantity,
-            result.resting_quantity,
+            r.request_id, "", result_timestamp, trade_ids, traded, resting
         )
         return _pack_header(len(payload) + 4, _AMEND_RESPONSE) + payload, True
 
