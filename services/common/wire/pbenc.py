@@ -120,9 +120,7 @@ def varint(value: int) -> bytes:
         else:
             raise ValueError(f"varint of more than 64 bits: {value}")
         _last_high = (high, tail)
-    encoded = b"".join(
-        (CONTINUED_CHUNK[value & _LOW14], CONTINUED_CHUNK[(value >> 14) & _LOW14], tail)
-    )
+    encoded = CONTINUED_CHUNK[value & _LOW14] + CONTINUED_CHUNK[(value >> 14) & _LOW14] + tail
     _last_large = (value, encoded)
     return encoded
 
