@@ -421,3 +421,30 @@ async def test_resend_returns_the_original_outcome_whatever_it_says(
     _, other_user = await client.recv()
     assert "unknown order book" in other_user.error_message
     assert app.engine.last_sequence_number == seq + 2  # only the delete's two events
+
+
+async def test_the_requests_of_one_read_share_one_commit(
+    book: tuple[OrderBookApp, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: a peer's pipelined requests that arrive in one read are
+    journaled (and, with ``batch``, fsynced) once, and answered right after."""
+    app, port = book
+    client = await service_client(port)
+    client.send(pb.CreateOrderBookRequest(request_id=1, tick_size=0.5))
+    await read(client, 2)  # the answer and OnOrderBookCreated
+    commits: list[int] = []
+    commit = app.journal.commit
+
+    def counting_commit() -> None:
+        commits.append(len(app.journal._pending))
+        commit()
+
+    monkeypatch.setattr(app.journal, "commit", counting_commit)
+    client.send_raw(
+        b"".join(encode_frame(10, insert(i, 0, 10.0, 1).SerializeToString()) for i in range(2, 102))
+    )
+    frames = await read(client, 200)
+    assert [m.request_id for k, m in frames if k == 11] == list(range(2, 102))
+    assert sum(commits) == 100
+    # 100 small frames are one read, or very few if the kernel splits them.
+    assert len(commits) <= 3
