@@ -15,7 +15,14 @@ import time
 
 import pytest
 
-from services.common.auth import Authenticator, Role, UserStore, peer_host, verify_password
+from services.common.auth import (
+    VERIFY_THREADS,
+    Authenticator,
+    Role,
+    UserStore,
+    peer_host,
+    verify_password,
+)
 from services.common.clock import ManualClock
 from services.common.logs import setup_logging
 from tests.common.test_users import fast_hash
@@ -207,6 +214,31 @@ async def test_concurrent_verifications_are_bounded() -> None:
     )
     assert results == [None] * 6
     assert peak == 2
+
+
+async def test_verifications_reuse_a_few_threads_of_their_own() -> None:
+    """Every thread that runs scrypt keeps a 16 MiB buffer in its malloc arena:
+    many logins, from several authenticators, must share the same few threads."""
+    names: set[str] = set()
+
+    def verify(encoded: str, password: str) -> bool:
+        names.add(threading.current_thread().name)
+        time.sleep(0.002)
+        return False
+
+    authenticators = [
+        Authenticator(make_store(), ManualClock(), verify=verify, max_concurrent_verifications=4)
+        for _ in range(3)
+    ]
+    await asyncio.gather(
+        *(
+            auth.authenticate(f"u{i}", "x", f"10.0.{n}.{i}:1")
+            for n, auth in enumerate(authenticators)
+            for i in range(12)
+        )
+    )
+    assert names and all(name.startswith("optivex-verify") for name in names)
+    assert len(names) <= VERIFY_THREADS
 
 
 @pytest.mark.usefixtures("restore_logging")
