@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any, Final
 
 from services.common.auth import Authenticator
@@ -35,9 +36,9 @@ from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session
 from services.risk_gateway import translate
 from services.risk_gateway.coids import ClientOrderIds
-from services.risk_gateway.execution import ExecutionHandlers
+from services.risk_gateway.execution import ExecutionHandlers, Forward
 from services.risk_gateway.instruments import InstrumentDirectory
-from services.risk_gateway.limits import RiskEngine, Ticket
+from services.risk_gateway.limits import RiskEngine
 from services.risk_gateway.limits_api import LimitHandlers
 from services.risk_gateway.orders import Cancelled, Fill, OrderTable
 from services.risk_gateway.store import COMPACT_BYTES, RiskStore
@@ -236,9 +237,9 @@ class RiskGatewayApp:
 
     # ------------------------------------------------------------------ saving
 
-    def save_tickets(self, tickets: list[Ticket]) -> bool:
+    def save_batch(self, batch: Sequence[Forward]) -> bool:
         """Flush the journal before forwarding a turn's requests; on failure
-        refund every ticket (nothing of the batch may leave unsaved)."""
+        refund every request's ticket (nothing of the batch may leave unsaved)."""
         try:
             self.store.flush()
         except OSError:
@@ -246,8 +247,8 @@ class RiskGatewayApp:
             self.store.discard_pending()
             self.engine.journal = None  # the refunds must not be journaled either
             try:
-                for ticket in reversed(tickets):
-                    self.engine.refund(ticket, message=True)
+                for forward in reversed(batch):
+                    self.engine.refund(forward.ticket, message=True)
             finally:
                 self.engine.journal = self.store.window
             return False

@@ -39,7 +39,6 @@ already in flight), an awaitable of the response.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
@@ -49,7 +48,7 @@ from google.protobuf.message import Message
 from services.common.pb import common_pb2
 from services.common.prices import PriceError, to_ticks
 from services.common.wire.errors import SHUTTING_DOWN, ConnectionLost
-from services.common.wire.framing import encode_frame
+from services.common.wire.framing import HEADER, encode_frame
 from services.common.wire.session import Session, Slot
 from services.risk_gateway import translate
 from services.risk_gateway.coids import Outcome, client_order_id_too_long
@@ -106,6 +105,30 @@ _UPSTREAM: Final = {
     _AMEND: int(translate.AMEND),
 }
 _ON_ERROR: Final = int(MT.ON_ERROR)
+_pack_header: Final = HEADER.pack
+
+_TICKS: dict[float, dict[float, int]] = {}
+"""tick size -> price -> ticks, for prices already accepted once (participants
+quote the same few levels over and over; ``to_ticks`` is dearer than a lookup)."""
+_TICKS_MAX: Final = 65536
+
+
+def _ticks(price: float, tick_size: float) -> int | PriceError:
+    """``to_ticks``, remembered for accepted prices (a refused one, NaN among
+    them, is checked afresh every time)."""
+    memo = _TICKS.get(tick_size)
+    if memo is None:
+        memo = _TICKS[tick_size] = {}
+    ticks = memo.get(price)
+    if ticks is None:
+        converted = to_ticks(price, tick_size)
+        if isinstance(converted, PriceError):
+            return converted
+        if len(memo) >= _TICKS_MAX:
+            memo.clear()
+        ticks = memo[price] = converted
+    return ticks
+
 
 Reply = Message | Awaitable[Message] | None
 Waiter = asyncio.Future[Message]
@@ -123,6 +146,7 @@ class Forward:
         "coid",
         "done",
         "generation",
+        "handlers",
         "kind",
         "max_order_id",
         "message",
@@ -138,6 +162,7 @@ class Forward:
 
     def __init__(
         self,
+        handlers: ExecutionHandlers,
         kind: int,
         session: Session,
         request: Any,
@@ -145,6 +170,7 @@ class Forward:
         message: Message | None,
         waiter: Waiter | None,
     ) -> None:
+        self.handlers = handlers
         self.kind = kind
         self.session = session
         self.request = request
@@ -163,6 +189,21 @@ class Forward:
         self.generation = 0
         self.max_order_id = 0
         """The order table's highest id when the request left: higher ids are new."""
+
+    def answered(self, outcome: Any) -> None:
+        """The Order Book's answer, called while it is read (``request_callback``):
+        settled after the rest of that read.
+
+        The Order Book link calls :meth:`ExecutionHandlers.settle_answered` once
+        the read is handled; a lost connection is not a read, so it is settled on
+        the next loop turn. (A bound method of the request rather than a partial
+        of the handlers': one object less per request.)
+        """
+        handlers = self.handlers
+        handlers._answered.append((self, outcome))
+        if isinstance(outcome, ConnectionLost) and not handlers._settle_scheduled:
+            handlers._settle_scheduled = True
+            asyncio.get_running_loop().call_soon(handlers.settle_answered)
 
 
 class ExecutionHandlers:
@@ -193,10 +234,7 @@ class ExecutionHandlers:
 
     # ------------------------------------------------------------------ insert
 
-    def insert(self, session: Session, request: Any) -> Reply:
-        return self._insert(session, request, None)
-
-    def _insert(self, session: Session, request: Any, waiter: Waiter | None) -> Reply:
+    def insert(self, session: Session, request: Any, waiter: Waiter | None = None) -> Reply:
         user = session.username
         request_id = request.request_id
         if self.app.stopping:
@@ -208,7 +246,7 @@ class ExecutionHandlers:
             pending = self._coid_in_flight.get((user, coid))
             if pending is not None:
                 # Same id in flight: wait for its outcome, then decide afresh.
-                return self._again(pending, self._insert, session, request)
+                return self._again(pending, self.insert, session, request)
             outcome = self.coids.get(user, coid)
             if outcome is not None:
                 return self._resend(session, request, outcome, waiter)
@@ -234,7 +272,7 @@ class ExecutionHandlers:
         ticket = self.engine.check_message(session.username)
         if isinstance(ticket, str):
             return translate.insert_error(request.request_id, ticket)
-        forward = Forward(_INSERT, session, request, ticket, None, waiter)
+        forward = Forward(self, _INSERT, session, request, ticket, None, waiter)
         forward.outcome = outcome
         self._queue(forward)
         return None
@@ -243,7 +281,7 @@ class ExecutionHandlers:
         self, session: Session, request: Any, instrument: Instrument, waiter: Waiter | None
     ) -> Reply:
         request_id = request.request_id
-        ticks = to_ticks(request.price, instrument.tick_size)
+        ticks = _ticks(request.price, instrument.tick_size)
         if isinstance(ticks, PriceError):
             return translate.insert_error(request_id, ticks.message)
         if not self.ob.ready:
@@ -259,6 +297,7 @@ class ExecutionHandlers:
         if isinstance(ticket, str):
             return translate.insert_error(request_id, ticket)
         forward = Forward(
+            self,
             _INSERT,
             session,
             request,
@@ -363,7 +402,7 @@ class ExecutionHandlers:
         if isinstance(ticket, str):
             return translate.cancel_error(request_id, ticket)
         message = translate.order_book_cancel(instrument.order_book_id, order_id, user)
-        self._queue(Forward(_CANCEL, session, request, ticket, message, waiter))
+        self._queue(Forward(self, _CANCEL, session, request, ticket, message, waiter))
         return None
 
     def _cancel_answered(self, forward: Forward, outcome: Any) -> None:
@@ -421,7 +460,7 @@ class ExecutionHandlers:
         self, session: Session, request: Any, instrument: Instrument, waiter: Waiter | None
     ) -> Reply:
         request_id = request.request_id
-        ticks = to_ticks(request.price, instrument.tick_size)
+        ticks = _ticks(request.price, instrument.tick_size)
         if isinstance(ticks, PriceError):
             return translate.amend_error(request_id, ticks.message)
         if not self.ob.ready:
@@ -442,7 +481,7 @@ class ExecutionHandlers:
         if isinstance(ticket, str):
             return translate.amend_error(request_id, ticket)
         message = translate.order_book_amend(request, instrument.order_book_id, user)
-        forward = Forward(_AMEND, session, request, ticket, message, waiter)
+        forward = Forward(self, _AMEND, session, request, ticket, message, waiter)
         forward.price_ticks = ticks
         self._queue(forward)
         return None
@@ -499,54 +538,41 @@ class ExecutionHandlers:
         if not self._outbox:
             return
         batch, self._outbox = self._outbox, []
-        if not self.app.save_tickets([forward.ticket for forward in batch]):
+        if not self.app.save_batch(batch):
             for forward in batch:
                 self._complete(forward, self._error(forward, NOT_SAVED))
             return
-        conn = self.ob.conn if self.ob.ready else None
-        if conn is not None and not conn.connected:
-            conn = None
-        generation = self.ob.generation
+        ob = self.ob
+        # ``ready`` includes the connection being open.
+        conn = ob.conn if ob.ready and not self.app.stopping else None
+        generation = ob.generation
         max_order_id = self.table.max_order_id
-        on_answer = self._on_answer
         refunded = False
         for forward in batch:
             message = forward.message
-            if message is None:
+            if conn is not None and message is not None:
+                forward.generation = generation
+                forward.max_order_id = max_order_id
+                kind = forward.kind
+                if kind == _CANCEL:
+                    self.table.expect_cancel(forward.request.order_id)
+                conn.request_callback(_UPSTREAM[kind], message, forward.answered)
+            elif message is None:
                 assert forward.outcome is not None
                 response = translate.insert_response(forward.request.request_id, forward.outcome)
                 self._complete(forward, response)
-            elif conn is None or self.app.stopping:
+            else:
                 # Nothing leaves once the Gateway is stopping: the answer could
                 # no longer reach the client.
                 self.engine.refund(forward.ticket, message=True)
                 refunded = True
                 self._complete(forward, self._error(forward, UNAVAILABLE))
-            else:
-                forward.generation = generation
-                forward.max_order_id = max_order_id
-                if forward.kind == _CANCEL:
-                    self.table.expect_cancel(forward.request.order_id)
-                conn.request_callback(
-                    _UPSTREAM[forward.kind], message, functools.partial(on_answer, forward)
-                )
         if refunded:
             self.app.save_quietly()
         if conn is not None:
             conn.flush()
-        self._flush_answers()
-
-    def _on_answer(self, forward: Forward, outcome: Any) -> None:
-        """Called while the answer is read: settled after the rest of that read.
-
-        The Order Book link calls :meth:`settle_answered` once the read is
-        handled; a lost connection is not a read, so it is settled on the next
-        loop turn.
-        """
-        self._answered.append((forward, outcome))
-        if isinstance(outcome, ConnectionLost) and not self._settle_scheduled:
-            self._settle_scheduled = True
-            asyncio.get_running_loop().call_soon(self.settle_answered)
+        if self._touched:
+            self._flush_answers()
 
     def settle_answered(self) -> None:
         """Settle the answers collected so far (their events are in the order table)."""
@@ -563,14 +589,18 @@ class ExecutionHandlers:
                 self._fail(forward)
         # Refunds and client_order_ids of this batch, in one write before the
         # answers leave.
-        self.app.save_quietly()
-        self._flush_answers()
+        if self.app.store.pending:
+            self.app.save_quietly()
+        if self._touched:
+            self._flush_answers()
 
     def _flush_answers(self) -> None:
         """Write the answers of a batch now rather than on the next loop turn."""
-        touched, self._touched = self._touched, set()
-        for session in touched:
-            session.flush()
+        touched = self._touched
+        if touched:
+            self._touched = set()
+            for session in touched:
+                session.flush()
 
     def _late_settle(self, forward: Forward, work: Coroutine[Any, Any, None]) -> None:
         """The answer's events are not in the order table yet: wait for a barrier."""
@@ -589,8 +619,8 @@ class ExecutionHandlers:
 
     def _complete(self, forward: Forward, response: Message) -> None:
         self.in_flight.discard(forward)
-        done = forward.done
-        if done is not None:
+        if forward.done is not None:
+            done = forward.done
             forward.done = None
             self._coid_in_flight.pop((forward.user, forward.coid), None)
             done.set_result(None)
@@ -598,10 +628,15 @@ class ExecutionHandlers:
         if waiter is not None:
             if not waiter.done():
                 waiter.set_result(response)
-        elif forward.slot is not None:
-            frame = encode_frame(_RESPONSE[forward.kind], response.SerializeToString())
-            forward.session.fulfil(forward.slot, frame)
-            self._touched.add(forward.session)
+        else:
+            slot = forward.slot
+            if slot is not None:
+                payload = response.SerializeToString()
+                session = forward.session
+                session.fulfil(
+                    slot, _pack_header(len(payload) + 4, _RESPONSE[forward.kind]) + payload
+                )
+                self._touched.add(session)
 
     def _fail(self, forward: Forward) -> None:
         """A bug settled nothing: answer ``ON_ERROR`` "internal error", never silence."""

@@ -324,6 +324,11 @@ class RiskStore:
     def coid(self, username: str, client_order_id: str, outcome: Outcome) -> None:
         self._pending.append(_line(["C", username, client_order_id, _outcome_to_json(outcome)]))
 
+    @property
+    def pending(self) -> bool:
+        """Whether records are buffered (a flush would write something)."""
+        return bool(self._pending)
+
     def flush(self) -> None:
         """Write what is buffered (and fsync if configured); raises OSError on failure."""
         if not self._pending or self._journal is None:
