@@ -58,6 +58,8 @@ STOP_POLL_S: Final = 0.005
 REASON_CLEARED: Final = "order book cleared"
 REASON_DELETED: Final = "instrument deleted"
 
+_NOTHING: Final = translate.NOTHING
+
 
 class RiskGatewayApp:
     """The Risk Gateway (see the module docstring)."""
@@ -269,6 +271,8 @@ class RiskGatewayApp:
 
     def _order_book_push(self, message_type: int, message: Any) -> None:
         effect = translate.apply_event(self.table, message_type, message)
+        if effect is _NOTHING:
+            return
         if not effect.in_sequence:
             self.order_book.resync(
                 f"event sequence gap (expected {self.table.last_sequence + 1}, "

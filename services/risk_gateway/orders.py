@@ -101,11 +101,18 @@ class OrderEntry:
 
 
 class _Book:
-    __slots__ = ("tick_size", "unit")
+    __slots__ = ("prices", "tick_size", "unit")
 
     def __init__(self, tick_size: float) -> None:
         self.tick_size = tick_size
         self.unit = amount_unit(tick_size)
+        self.prices: dict[float, tuple[int, int]] = {}
+        """price -> (ticks, amount units per lot): a book's orders sit at a few
+        levels, and converting a price costs several times a lookup."""
+
+
+PRICE_MEMO: Final = 65536
+"""Prices remembered per book (the memo starts afresh beyond)."""
 
 
 class OrderTable:
@@ -121,6 +128,9 @@ class OrderTable:
         """Highest order id seen (snapshot or live): a new order's id is higher."""
         self.max_trade_id = 0
         """Highest trade id seen (trade ids grow in stream order)."""
+        self._exposures: dict[tuple[str, int], Exposure] = {}
+        """(owner, book) -> ``exposure_of(owner, book)``, which hands out one
+        object per pair for good (the engine updates it in place)."""
         self._own_cancels: dict[int, list[Any]] = {}
         """order id -> [cancels in flight, whether one succeeded]."""
         self._deferred: dict[int, Cancelled] = {}
@@ -162,10 +172,17 @@ class OrderTable:
     def _ticks(self, book: _Book | None, price: float) -> tuple[int, int]:
         if book is None:
             return 0, 0
+        prices = book.prices
+        known = prices.get(price)
+        if known is not None:
+            return known
         ticks = to_ticks(price, book.tick_size)
         if isinstance(ticks, PriceError):  # cannot happen for the Order Book's own prices
             ticks = max(1, round(price / book.tick_size))
-        return ticks, ticks * book.unit
+        if len(prices) >= PRICE_MEMO:
+            prices.clear()
+        known = prices[price] = (ticks, ticks * book.unit)
+        return known
 
     def inserted(
         self,
@@ -183,7 +200,11 @@ class OrderTable:
         ticks, unit_price = self._ticks(self._books.get(order_book_id), price)
         exposure = None
         if time_in_force == GTC:
-            exposure = self._exposure_of(owner, order_book_id)
+            exposure = self._exposures.get((owner, order_book_id))
+            if exposure is None:
+                exposure = self._exposures[owner, order_book_id] = self._exposure_of(
+                    owner, order_book_id
+                )
             exposure.add(quantity, quantity * unit_price)
         self.orders[order_id] = OrderEntry(
             order_id, owner, order_book_id, side, ticks, unit_price, quantity, exposure
@@ -268,11 +289,14 @@ class OrderTable:
         orders = self.orders
         if trade_id > self.max_trade_id:
             self.max_trade_id = trade_id
-        for order_id, is_buy in ((buy_order_id, True), (sell_order_id, False)):
+        buy_aggressor = aggressor_side == BUY
+        for order_id, aggressor in (
+            (buy_order_id, buy_aggressor),
+            (sell_order_id, not buy_aggressor),
+        ):
             entry = orders.get(order_id)
             if entry is None:
                 continue
-            aggressor = (aggressor_side == BUY) == is_buy
             remaining = entry.remaining - quantity
             if remaining <= 0:
                 remaining = 0

@@ -93,13 +93,38 @@ class EventEffect(NamedTuple):
 
 
 _NOTHING: Final = EventEffect(True, [], None, 0)
+"""The effect of most events (the table changed, nobody is told)."""
 _GAP: Final = EventEffect(False, [], None, 0)
+NOTHING: Final = _NOTHING
 
 
 def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
-    """Feed one Order Book push into the order table."""
-    if not table.sequence(m.sequence_number):
-        return _GAP
+    """Feed one Order Book push into the order table.
+
+    Every event of the Order Book comes through here (1.5-2 per order), so the
+    common outcome is the shared :data:`_NOTHING` (the caller tests identity),
+    the sequence check is inline, and the likeliest types are tested first.
+    """
+    number = m.sequence_number
+    last = table.last_sequence
+    if number:
+        if last and number != last + 1:
+            return _GAP
+        table.last_sequence = number
+    elif last:
+        return _GAP  # snapshot messages come before live ones
+    if message_type == ON_INSERTED:
+        table.inserted(
+            m.order_id,
+            m.order_book_id,
+            m.side,
+            m.price,
+            m.quantity,
+            m.username,
+            m.time_in_force,
+            not number,
+        )
+        return _NOTHING
     if message_type == ON_TRADE:
         fills = table.trade(
             m.trade_id,
@@ -112,18 +137,7 @@ def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
             m.timestamp,
         )
         return EventEffect(True, fills, None, 0) if fills else _NOTHING
-    if message_type == ON_INSERTED:
-        table.inserted(
-            m.order_id,
-            m.order_book_id,
-            m.side,
-            m.price,
-            m.quantity,
-            m.username,
-            m.time_in_force,
-            m.sequence_number == 0,
-        )
-    elif message_type == ON_CANCELLED:
+    if message_type == ON_CANCELLED:
         notice = table.cancelled(m.order_id, m.cancelled_quantity, m.cancellation_timestamp)
         if notice is not None:
             return EventEffect(True, [], notice, 0)
