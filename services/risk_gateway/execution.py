@@ -216,6 +216,9 @@ class ExecutionHandlers:
         self.directory = app.directory
         self.coids = app.coids
         self.ob = app.order_book
+        self._link = app.order_book.link
+        """The Order Book link's connection state, read on every request without
+        the :class:`~.upstream.Link` properties in between."""
         self.in_flight: set[Forward] = set()
         """Checked requests not answered yet (stop() waits for them)."""
         self._coid_in_flight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -284,7 +287,7 @@ class ExecutionHandlers:
         ticks = _ticks(request.price, instrument.tick_size)
         if isinstance(ticks, PriceError):
             return translate.insert_error(request_id, ticks.message)
-        if not self.ob.ready:
+        if not self._link.connected:
             return translate.insert_error(request_id, UNAVAILABLE)
         user = session.username
         ticket = self.engine.check_insert(
@@ -318,7 +321,7 @@ class ExecutionHandlers:
         if response is None:
             return
         request = forward.request
-        if self.ob.generation == forward.generation and self.table.insert_settled(
+        if self._link.generation == forward.generation and self.table.insert_settled(
             response.order_id,
             response.trade_ids,
             request.time_in_force,
@@ -392,7 +395,7 @@ class ExecutionHandlers:
         self, session: Session, request: Any, instrument: Instrument, waiter: Waiter | None
     ) -> Reply:
         request_id = request.request_id
-        if not self.ob.ready:
+        if not self._link.connected:
             return translate.cancel_error(request_id, UNAVAILABLE)
         user = session.username
         order_id = request.order_id
@@ -413,7 +416,7 @@ class ExecutionHandlers:
             self._complete(forward, translate.cancel_error(forward.request.request_id, text))
             return
         # A refusal causes no events; a success's event removes the order.
-        if self.ob.generation == forward.generation and (
+        if self._link.generation == forward.generation and (
             bool(outcome.error_message) or self.table.cancel_settled(order_id)
         ):
             self._cancel_done(forward, outcome, True)
@@ -463,7 +466,7 @@ class ExecutionHandlers:
         ticks = _ticks(request.price, instrument.tick_size)
         if isinstance(ticks, PriceError):
             return translate.amend_error(request_id, ticks.message)
-        if not self.ob.ready:
+        if not self._link.connected:
             return translate.amend_error(request_id, UNAVAILABLE)
         user = session.username
         entry = self._own_order(user, request.order_id, instrument)
@@ -490,7 +493,7 @@ class ExecutionHandlers:
         response = self._accepted(forward, outcome, translate.amend_error, LOST_AMEND)
         if response is None:
             return
-        if self.ob.generation == forward.generation and self.table.amend_settled(
+        if self._link.generation == forward.generation and self.table.amend_settled(
             forward.request.order_id,
             forward.price_ticks,
             response.resting_quantity,
@@ -542,10 +545,10 @@ class ExecutionHandlers:
             for forward in batch:
                 self._complete(forward, self._error(forward, NOT_SAVED))
             return
-        ob = self.ob
-        # ``ready`` includes the connection being open.
-        conn = ob.conn if ob.ready and not self.app.stopping else None
-        generation = ob.generation
+        link = self._link
+        # ``connected`` includes the connection being open.
+        conn = link.conn if link.connected and not self.app.stopping else None
+        generation = link.generation
         max_order_id = self.table.max_order_id
         refunded = False
         for forward in batch:
