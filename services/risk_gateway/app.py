@@ -300,10 +300,13 @@ class RiskGatewayApp:
 
     def _push_fills(self, fills: list[Fill]) -> None:
         sessions = self.sessions
+        by_book = self.directory.by_book
         for fill in fills:
             targets = sessions.get(fill.owner)
             if targets:
-                frame = translate.fill_frame(fill, self._symbol(fill.order_book_id))
+                instrument = by_book(fill.order_book_id)
+                symbol = "" if instrument is None else instrument.symbol
+                frame = translate.fill_frame(fill, symbol)
                 for session in targets:
                     session.send_frame(frame)
 

@@ -316,9 +316,9 @@ class ExecutionHandlers:
         self._queue(forward)
         return None
 
-    def _insert_answered(self, forward: Forward, outcome: Any) -> None:
-        response = self._accepted(forward, outcome, translate.insert_error, LOST_INSERT)
-        if response is None:
+    def _insert_answered(self, forward: Forward, response: Any) -> None:
+        if isinstance(response, Exception) or response.error_message:
+            self._failed(forward, response, translate.insert_error, LOST_INSERT)
             return
         request = forward.request
         if self._link.generation == forward.generation and self.table.insert_settled(
@@ -489,9 +489,9 @@ class ExecutionHandlers:
         self._queue(forward)
         return None
 
-    def _amend_answered(self, forward: Forward, outcome: Any) -> None:
-        response = self._accepted(forward, outcome, translate.amend_error, LOST_AMEND)
-        if response is None:
+    def _amend_answered(self, forward: Forward, response: Any) -> None:
+        if isinstance(response, Exception) or response.error_message:
+            self._failed(forward, response, translate.amend_error, LOST_AMEND)
             return
         if self._link.generation == forward.generation and self.table.amend_settled(
             forward.request.order_id,
@@ -671,28 +671,23 @@ class ExecutionHandlers:
             return translate.cancel_error(request_id, text)
         return translate.amend_error(request_id, text)
 
-    def _accepted(
-        self, forward: Forward, outcome: Any, error: ErrorBuilder, lost: str
-    ) -> Any | None:
-        """The Order Book's answer to a forwarded insert or amend, or None when it
-        failed (the error is then answered and the ticket settled): one place for
-        what every forwarded order request does when it fails."""
+    def _failed(self, forward: Forward, outcome: Any, error: ErrorBuilder, lost: str) -> None:
+        """A forwarded insert or amend failed (an exception, or an answer with an
+        error): answer the error and settle the ticket. One place for what every
+        forwarded order request does when it fails."""
         request_id = forward.request.request_id
         if isinstance(outcome, ConnectionLost):
             # Forwarded, fate unknown: keep it in the windows (it may exist).
             self.engine.release(forward.ticket)
             self._complete(forward, error(request_id, lost))
-            return None
+            return
         if isinstance(outcome, Exception):
             text = str(outcome)
-        elif not outcome.error_message:
-            return outcome
         else:
             # A refusal causes no events: nothing to wait for.
             text = _order_book_error(outcome.error_message)
         self.engine.refund(forward.ticket, message=False)
         self._complete(forward, error(request_id, text))
-        return None
 
     # ------------------------------------------------------------------ waiting first
 

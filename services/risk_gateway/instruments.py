@@ -24,9 +24,22 @@ __all__ = ["Instrument", "InstrumentDirectory", "valid_symbol"]
 _SYMBOL_RE: Final = re.compile(r"[A-Z0-9.\-]{1,16}")
 
 
+_VALID: set[str] = set()
+"""Symbols already found valid: every request names one, and a set lookup is
+several times cheaper than the match (bounded: cleared when full)."""
+_VALID_MAX: Final = 65536
+
+
 def valid_symbol(symbol: str) -> bool:
     """PROTOCOL.md: 1-16 characters from ``A-Z``, ``0-9``, ``.`` and ``-``."""
-    return _SYMBOL_RE.fullmatch(symbol) is not None
+    if symbol in _VALID:
+        return True
+    if _SYMBOL_RE.fullmatch(symbol) is None:
+        return False
+    if len(_VALID) >= _VALID_MAX:
+        _VALID.clear()
+    _VALID.add(symbol)
+    return True
 
 
 @dataclass(frozen=True, slots=True)
