@@ -26,6 +26,7 @@ from typing import Any
 BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("engine", "bench.engine_bench"),
     ("limits", "bench.limits_bench"),
+    ("service_cpu", "bench.service_cpu"),
     ("relay", "bench.relay_bench"),
     ("end_to_end", "bench.e2e_bench"),
     ("info_fanout", "bench.info_bench"),
