@@ -56,6 +56,7 @@ from services.common.pb import common_pb2, execution_pb2, info_pb2
 from services.common.wire.client import ResponseCallback, UpstreamConnection
 from services.common.wire.errors import ConnectionLost, RemoteError
 from services.common.wire.framing import HEADER, FrameDecoder, FrameError, encode_frame
+from services.common.wire.pbenc import varint
 
 log = logging.getLogger("optivex.load")
 
@@ -233,19 +234,6 @@ _parse_trade: Callable[[bytes], Any] = info_pb2.OnTrade.FromString
 _pack_header = HEADER.pack
 _pack_double = struct.Struct("<d").pack
 _BYTES: Final = tuple(bytes((n,)) for n in range(0x80))
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of an int64 (negative values take ten bytes, as in proto)."""
-    if 0 <= value < 0x80:
-        return _BYTES[value]
-    value &= 0xFFFF_FFFF_FFFF_FFFF
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 class OrderFrames:

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from services.common.pb import common_pb2, info_pb2
 from services.common.prices import from_ticks, to_ticks
+from services.common.wire.pbenc import varint
 from services.info.events import (
     BookCreated,
     BookDeleted,
@@ -60,56 +61,6 @@ _HEADER = struct.Struct(">II")
 _SEQUENCE_TAG: Final = b"\x78"  # field 15, wire type 0 (varint)
 
 
-def _varint(value: int) -> bytes:
-    """Protobuf varint of a non-negative int64 (negative numbers: mask them first)."""
-    if value < 0x80:
-        return bytes((value,))
-    if value < 0x4000:
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    if value >= 0x10000000:
-        return _long_varint(value)
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_HIGH_VARINTS: dict[int, bytes] = {}
-_HIGH_CACHE_LIMIT: Final = 1 << 10
-
-
-def _long_varint(value: int) -> bytes:
-    """A varint of 2**28 or more: nanosecond timestamps, nearly every message has one.
-
-    Their low 28 bits (four bytes of the varint) change all the time and are written
-    directly; the rest changes every 0.27 s of a timestamp and is cached.
-    """
-    high = value >> 28
-    tail = _HIGH_VARINTS.get(high)
-    if tail is None:
-        if len(_HIGH_VARINTS) >= _HIGH_CACHE_LIMIT:
-            _HIGH_VARINTS.clear()
-        out = bytearray()
-        while high >= 0x80:
-            out.append((high & 0x7F) | 0x80)
-            high >>= 7
-        out.append(high)
-        tail = _HIGH_VARINTS[value >> 28] = bytes(out)
-    return (
-        bytes(
-            (
-                (value & 0x7F) | 0x80,
-                ((value >> 7) & 0x7F) | 0x80,
-                ((value >> 14) & 0x7F) | 0x80,
-                ((value >> 21) & 0x7F) | 0x80,
-            )
-        )
-        + tail
-    )
-
-
 def with_sequence(message_type: int, payload: bytes, sequence_number: int) -> bytes:
     """A complete frame: ``payload`` (serialised without field 15) plus field 15.
 
@@ -139,7 +90,7 @@ def with_sequence(message_type: int, payload: bytes, sequence_number: int) -> by
                 )
             )
         )
-    tail = _SEQUENCE_TAG + _varint(sequence_number)
+    tail = _SEQUENCE_TAG + varint(sequence_number)
     return pack(4 + len(payload) + len(tail), message_type) + payload + tail
 
 
@@ -343,7 +294,7 @@ def _level(field_tag: int, tick_size: float, ticks: int, quantity: int) -> bytes
     body = b"\x09" + _DOUBLE.pack(price) if price else b""
     quantity = min(quantity, MAX_LEVEL_QUANTITY)
     if quantity:
-        body += b"\x10" + _varint(quantity & _MASK64)
+        body += b"\x10" + varint(quantity & _MASK64)
     return bytes((field_tag, len(body))) + body
 
 
@@ -401,9 +352,9 @@ def book_head(symbol: str, timestamp: int) -> bytes:
         if len(_SYMBOLS) >= _SYMBOL_CACHE_LIMIT:
             _SYMBOLS.clear()
         name = symbol.encode("utf-8")
-        head = _SYMBOLS[symbol] = b"\x0a" + _varint(len(name)) + name if name else b""
+        head = _SYMBOLS[symbol] = b"\x0a" + varint(len(name)) + name if name else b""
     if timestamp:
-        return head + b"\x10" + _varint(timestamp & _MASK64)
+        return head + b"\x10" + varint(timestamp & _MASK64)
     return head
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from services.common.pb import common_pb2, info_pb2, order_book_pb2
 from services.common.prices import from_ticks
 from services.common.wire.framing import FrameDecoder
+from services.common.wire.pbenc import varint
 from services.info.events import (
     BUY,
     GTC,
@@ -40,7 +41,6 @@ from services.info.registry import Instrument, Registry
 from services.info.subscriptions import Connection, Subscriptions
 from services.info.translate import (
     MAX_LEVEL_QUANTITY,
-    _varint,
     depth_payload,
     event_from_pb,
     top_payload,
@@ -156,7 +156,7 @@ def test_with_sequence_at_every_varint_boundary() -> None:
         ).SerializeToString()
         assert frame[8:] == expected, number
         assert int.from_bytes(frame[:4], "big") == len(frame) - 4
-        assert frame[8 + len(payload) :] == b"\x78" + _varint(number)
+        assert frame[8 + len(payload) :] == b"\x78" + varint(number)
 
 
 # ---------------------------------------------------------------------- inbound

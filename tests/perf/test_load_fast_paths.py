@@ -38,11 +38,11 @@ from clients.load_run import (
     MarketDataCounts,
     OrderFrames,
     StepState,
-    varint,
 )
 from clients.load_stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, histogram_of
 from services.common.pb import common_pb2, execution_pb2, info_pb2
 from services.common.wire.framing import encode_frame
+from services.common.wire.pbenc import varint
 from tests.support.inprocess import make_config, start_app
 
 MT = common_pb2.MessageType
