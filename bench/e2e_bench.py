@@ -47,6 +47,18 @@ def per_order(step: dict[str, Any] | None) -> str:
     return ", ".join(cells) + f"; services {total:.0f}"
 
 
+def exchange_args(ex: Exchange) -> list[str]:
+    """Load-generator flags that point at the exchange (Gateway, Info, instruments)."""
+    return [
+        "--host", ex.host,
+        "--port", str(ex.ports["risk_gateway"]),
+        "--info-port", str(ex.ports["info"]),
+        "--symbols", ",".join(SYMBOLS),
+        "--subscribers", "1",
+        "--subscription", "both",
+    ]  # fmt: skip
+
+
 def _start_relay(env: dict[str, str]) -> tuple[ServiceProcess, ServiceProcess]:
     python = [sys.executable, "-m", "bench.relay"]
     echo = ServiceProcess("echo", [*python, "echo", "--port", "0"], env)
@@ -69,14 +81,7 @@ def _one_loop(loop: str, conf: dict[str, Any]) -> dict[str, Any]:
     relay_env = {**env, "OPTIVEX_SERVICE_PASSWORD": secrets.token_urlsafe(24)}
     with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp, Exchange(Path(tmp), env) as ex:
         asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
-        target = [
-            "--host", ex.host,
-            "--port", str(ex.ports["risk_gateway"]),
-            "--info-port", str(ex.ports["info"]),
-            "--symbols", ",".join(SYMBOLS),
-            "--subscribers", "1",
-            "--subscription", "both",
-        ]  # fmt: skip
+        target = exchange_args(ex)
         pids = {k: v for k, v in ex.pids.items() if k != "admin"}
         rates = ",".join(str(r) for r in FIXED_RATES)
         print(f"end to end ({loop}): latency at {rates} orders/s ...", flush=True)

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.e2e_bench import SYMBOLS, per_order
+from bench.e2e_bench import SYMBOLS, exchange_args, per_order
 from bench.relay_bench import flow_args, settings
 from clients.load_harness import Exchange, create_instruments, run_load
 from clients.load_stats import format_us, markdown_table
@@ -37,12 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
         args = [
-            "--host", ex.host,
-            "--port", str(ex.ports["risk_gateway"]),
-            "--info-port", str(ex.ports["info"]),
-            "--symbols", ",".join(SYMBOLS),
-            "--subscribers", "1",
-            "--subscription", "both",
+            *exchange_args(ex),
             *flow_args(settings()),
             "--rates", options.rates,
             "--duration", str(options.duration),

@@ -55,7 +55,7 @@ from clients.load_stats import Recorder, encode, histogram_of, merged, summary
 from services.common.pb import common_pb2, execution_pb2, info_pb2
 from services.common.wire.client import ResponseCallback, UpstreamConnection
 from services.common.wire.errors import ConnectionLost, RemoteError
-from services.common.wire.framing import HEADER, FrameDecoder, FrameError, encode_frame
+from services.common.wire.framing import HEADER, FrameDecoder, encode_frame
 from services.common.wire.pbenc import varint
 
 log = logging.getLogger("optivex.load")
@@ -184,12 +184,8 @@ class MarketDataConnection(LoadConnection):
         if counts is None:
             super().data_received(data)
             return
-        self._last_received = self._loop.time()
-        try:
-            frames = self.decoder.feed(data)
-        except FrameError as exc:
-            log.error("%s: bad frame from peer: %s", self.name, exc.reason)
-            self.close()
+        frames = self.read_frames(data)
+        if frames is None:
             return
         others: list[bytes] = []
         lag = counts.lag_us if self.lag else None

@@ -156,12 +156,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._last_received = self._loop.time()
-        try:
-            frames = self.decoder.feed(data)
-        except FrameError as exc:
-            log.error("%s: bad frame from peer: %s", self.name, exc.reason)
-            self.close()
+        frames = self.read_frames(data)
+        if frames is None:
             return
         pending = self._pending
         for message_type, payload in frames:
@@ -200,6 +196,17 @@ class UpstreamConnection(asyncio.Protocol):
         after_read = self.after_read
         if after_read is not None and frames:
             after_read()
+
+    def read_frames(self, data: bytes) -> list[tuple[int, bytes]] | None:
+        """The frames ``data`` completes; None (and the connection closed) if it
+        broke the framing. For subclasses that read some frames their own way."""
+        self._last_received = self._loop.time()
+        try:
+            return self.decoder.feed(data)
+        except FrameError as exc:
+            log.error("%s: bad frame from peer: %s", self.name, exc.reason)
+            self.close()
+            return None
 
     # ------------------------------------------------------------------ requests
 
