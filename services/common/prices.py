@@ -24,7 +24,9 @@ __all__ = [
     "PriceError",
     "check_tick_size",
     "from_ticks",
+    "tick_memo",
     "to_ticks",
+    "to_ticks_remembered",
 ]
 
 #: Largest tick count a price may have (PROTOCOL.md section 2): every tick count up
@@ -113,3 +115,43 @@ def from_ticks(n: int, tick_size: float) -> float:
     if decimals is None:
         decimals = _DECIMALS[tick_size] = _decimals_of(tick_size)
     return round(n * tick_size, decimals)
+
+
+# ---------------------------------------------------------------------- memo
+
+TICK_MEMO_LIMIT = 1 << 16
+"""Prices a tick size's memo holds before it is emptied and refilled: prices
+cluster on a few thousand levels, and the bound keeps a client that sends a new
+price every time from growing it without end."""
+
+_tick_memos: dict[float, dict[float, int]] = {}
+
+
+def tick_memo(tick_size: float) -> dict[float, int]:
+    """Accepted wire prices -> ticks for ``tick_size``, shared by the process.
+
+    Why: every order and every event carries a price, and :func:`to_ticks`
+    (a division, a rounding and a tolerance check) costs several lookups'
+    worth. It depends on nothing but the two numbers, so its answers can be
+    kept. Hot paths look up ``memo.get(price)`` themselves and call
+    :func:`to_ticks_remembered` only on a miss.
+    """
+    memo = _tick_memos.get(tick_size)
+    if memo is None:
+        memo = _tick_memos[tick_size] = {}
+    return memo
+
+
+def to_ticks_remembered(memo: dict[float, int], price: float, tick_size: float) -> int | PriceError:
+    """:func:`to_ticks` for a price ``memo`` lacks, remembering it if accepted.
+
+    A refused price is never remembered: it is checked afresh each time (NaN,
+    which equals nothing, could not be found again anyway).
+    """
+    converted = to_ticks(price, tick_size)
+    if isinstance(converted, PriceError):
+        return converted
+    if len(memo) >= TICK_MEMO_LIMIT:
+        memo.clear()
+    memo[price] = converted
+    return converted

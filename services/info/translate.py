@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from services.common.pb import common_pb2, info_pb2
-from services.common.prices import from_ticks, to_ticks
+from services.common.prices import from_ticks, tick_memo, to_ticks_remembered
 from services.common.wire.pbenc import varint
 from services.info.events import (
     BookCreated,
@@ -106,35 +106,27 @@ def with_sequence(message_type: int, payload: bytes, sequence_number: int) -> by
 _new: Any = tuple.__new__
 _NO_TRADES: Final[tuple[int, ...]] = ()
 
-_TICKS: dict[float, dict[float, int]] = {}
-_TICKS_CACHE_LIMIT: Final = 1 << 16
-
 
 def _ticks(mirror: Mirror, order_book_id: int, price: float) -> int:
     """``price`` in ticks of its book; :class:`MirrorError` for an unknown book or a
     price off its grid.
 
-    ``to_ticks`` depends on nothing but the price and the tick size, and a book
-    trades at a few hundred prices, so valid conversions are cached per tick size
-    (invalid ones are never cached: they end the connection anyway).
+    Conversions come from the process's memo (``prices.tick_memo``): a book
+    trades at a few hundred prices.
     """
     book = mirror.books.get(order_book_id)
     if book is None:
         raise MirrorError(f"event for unknown order book {order_book_id}")
     tick_size = book.tick_size
-    cache = _TICKS.get(tick_size)
-    if cache is None:
-        cache = _TICKS[tick_size] = {}
-    ticks = cache.get(price)
+    memo = tick_memo(tick_size)
+    ticks = memo.get(price)
     if ticks is None:
-        converted = to_ticks(price, tick_size)
+        converted = to_ticks_remembered(memo, price, tick_size)
         if not isinstance(converted, int):
             raise MirrorError(
                 f"order book {order_book_id} sent an invalid price: {converted.message}"
             )
-        if len(cache) >= _TICKS_CACHE_LIMIT:
-            cache.clear()
-        ticks = cache[price] = converted
+        ticks = converted
     return ticks
 
 

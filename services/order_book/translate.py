@@ -33,7 +33,7 @@ from typing import Any, Final
 from google.protobuf.message import Message
 
 from services.common.pb import common_pb2, order_book_pb2
-from services.common.prices import PriceError, from_ticks, to_ticks
+from services.common.prices import PriceError, from_ticks, tick_memo, to_ticks_remembered
 from services.common.wire.framing import HEADER, encode_frame
 from services.common.wire.pbenc import (
     CONTINUED_CHUNK,
@@ -643,8 +643,6 @@ class CommandProcessor:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        # tick size -> wire price -> ticks, for prices already accepted once.
-        self._ticks_memo: dict[float, dict[float, int]] = {}
         # Live book id -> its tick size and price memo.  Filled from the engine
         # on a book's first price, dropped when this processor deletes the book:
         # books are created and deleted only through here (the service and the
@@ -679,19 +677,17 @@ class CommandProcessor:
             info = self.engine.book_info(order_book_id)
             if info is None:
                 return unknown_book(order_book_id)
-            memo = self._ticks_memo.setdefault(info.tick_size, {})
+            memo = tick_memo(info.tick_size)
             book = self._books[order_book_id] = (info.tick_size, memo)
         tick_size, memo = book
         ticks = memo.get(price)
         if ticks is None:
             # Only accepted prices are remembered: a refused one (NaN among
             # them, which is never equal to itself) is checked afresh each time.
-            converted = to_ticks(price, tick_size)
+            converted = to_ticks_remembered(memo, price, tick_size)
             if isinstance(converted, PriceError):
                 return converted.message
-            if len(memo) >= _MEMO_LIMIT:
-                memo.clear()
-            ticks = memo[price] = converted
+            ticks = converted
         return ticks
 
     def _insert(self, r: Any, timestamp: int) -> tuple[bytes, bool]:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final
 from google.protobuf.message import Message
 
 from services.common.pb import common_pb2
-from services.common.prices import PriceError, to_ticks
+from services.common.prices import PriceError, tick_memo, to_ticks_remembered
 from services.common.wire.errors import SHUTTING_DOWN, ConnectionLost
 from services.common.wire.framing import HEADER, encode_frame
 from services.common.wire.session import Session, Slot
@@ -107,26 +107,14 @@ _UPSTREAM: Final = {
 _ON_ERROR: Final = int(MT.ON_ERROR)
 _pack_header: Final = HEADER.pack
 
-_TICKS: dict[float, dict[float, int]] = {}
-"""tick size -> price -> ticks, for prices already accepted once (participants
-quote the same few levels over and over; ``to_ticks`` is dearer than a lookup)."""
-_TICKS_MAX: Final = 65536
-
 
 def _ticks(price: float, tick_size: float) -> int | PriceError:
-    """``to_ticks``, remembered for accepted prices (a refused one, NaN among
-    them, is checked afresh every time)."""
-    memo = _TICKS.get(tick_size)
-    if memo is None:
-        memo = _TICKS[tick_size] = {}
+    """``to_ticks`` through the process's memo (participants quote the same few
+    levels over and over); a refused price is checked afresh every time."""
+    memo = tick_memo(tick_size)
     ticks = memo.get(price)
     if ticks is None:
-        converted = to_ticks(price, tick_size)
-        if isinstance(converted, PriceError):
-            return converted
-        if len(memo) >= _TICKS_MAX:
-            memo.clear()
-        ticks = memo[price] = converted
+        return to_ticks_remembered(memo, price, tick_size)
     return ticks
 
 

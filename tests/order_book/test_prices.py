@@ -123,3 +123,18 @@ def test_to_ticks_never_raises_and_obeys_the_rule(price: float, tick: float) -> 
         return
     assert 1 <= result <= MAX_TICKS
     assert abs(result * tick - price) <= 1e-9 * price
+
+
+def test_the_tick_memo_remembers_accepted_prices_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.common import prices
+
+    memo = prices.tick_memo(0.25)
+    assert prices.tick_memo(0.25) is memo  # one memo per tick size in the process
+    assert prices.to_ticks_remembered(memo, 10.25, 0.25) == 41
+    assert memo[10.25] == 41
+    refused = prices.to_ticks_remembered(memo, 10.3, 0.25)
+    assert isinstance(refused, PriceError) and 10.3 not in memo
+    assert isinstance(prices.to_ticks_remembered(memo, math.nan, 0.25), PriceError)
+    monkeypatch.setattr(prices, "TICK_MEMO_LIMIT", len(memo))
+    assert prices.to_ticks_remembered(memo, 0.5, 0.25) == 2
+    assert memo == {0.5: 2}  # full: emptied, then refilled

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from services.common.clock import ManualClock
 from services.common.pb import order_book_pb2
-from services.common.prices import PriceError, to_ticks
+from services.common.prices import PriceError, tick_memo, to_ticks
 from services.risk_gateway import execution, instruments, translate
 from services.risk_gateway.limits import RiskEngine, Ticket
 from services.risk_gateway.orders import OrderTable
@@ -90,7 +90,7 @@ def test_the_request_price_memo_is_to_ticks(price: float, tick_size: float) -> N
 
 def test_refused_prices_are_not_remembered() -> None:
     assert isinstance(execution._ticks(100.005, 0.01), PriceError)
-    assert 100.005 not in execution._TICKS.get(0.01, {})
+    assert 100.005 not in tick_memo(0.01)
     assert isinstance(execution._ticks(math.nan, 0.01), PriceError)
 
 
