@@ -85,6 +85,8 @@ class RiskGatewayApp:
         self._unsolicited: list[Cancelled] = []
         self._unsolicited_scheduled = False
         self._housekeeper: asyncio.Task[None] | None = None
+        self._snapshot_writer: asyncio.Future[None] | None = None
+        """The worker thread writing a background compaction's snapshot, if any."""
         common = {
             "heartbeat_interval_s": config.heartbeat_interval_s,
             "idle_timeout_s": config.idle_timeout_s,
@@ -201,6 +203,10 @@ class RiskGatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
             self._housekeeper = None
+        if self._snapshot_writer is not None:
+            # The final snapshot below must not be overwritten by an older one.
+            with contextlib.suppress(Exception):
+                await self._snapshot_writer
         loop = asyncio.get_running_loop()
         deadline = loop.time() + STOP_GRACE_S
         while self.execution.in_flight and loop.time() < deadline:
@@ -219,10 +225,40 @@ class RiskGatewayApp:
             await asyncio.sleep(HOUSEKEEPING_S)
             self.engine.trim()
             if self.store.journal_bytes > COMPACT_BYTES:
-                try:
-                    self.store.compact(self.engine, self.coids)
-                except OSError:
-                    log.exception("cannot compact the risk journal")
+                await self.compact()
+
+    async def compact(self) -> None:
+        """Snapshot the risk state and start the journal afresh, while serving.
+
+        The snapshot is built and written on a worker thread from copies of the
+        state (``RiskStore.begin_compaction``): done on the loop it stopped the
+        Gateway for over a second at 10,000 orders/s. After a failed attempt
+        the next one runs the plain, blocking compaction, which also tidies the
+        second journal away.
+        """
+        store = self.store
+        try:
+            if store.rotated:
+                store.compact(self.engine, self.coids)
+                return
+            write = store.begin_compaction(self.engine, self.coids)
+        except OSError:
+            log.exception("cannot compact the risk journal")
+            return
+        writer = asyncio.get_running_loop().run_in_executor(None, write)
+        # Left set if this task is cancelled meanwhile: stop() waits for it.
+        self._snapshot_writer = writer
+        try:
+            await asyncio.shield(writer)
+        except OSError:
+            self._snapshot_writer = None
+            log.exception("cannot write the risk snapshot (the journal keeps growing)")
+            return
+        self._snapshot_writer = None
+        try:
+            store.finish_compaction()
+        except OSError:
+            log.exception("cannot switch to the new risk journal")
 
     # ------------------------------------------------------------------ sessions
 

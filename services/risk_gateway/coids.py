@@ -64,3 +64,8 @@ class ClientOrderIds:
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._table.values())
+
+    def copy(self) -> dict[str, dict[str, Outcome]]:
+        """``username -> client_order_id -> Outcome``, copied (dict copies run in C,
+        so a snapshot can be taken on the event loop and written elsewhere)."""
+        return {username: dict(table) for username, table in self._table.items()}

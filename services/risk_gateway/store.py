@@ -18,12 +18,26 @@ At start the snapshot is read and the journal replayed on top; then a fresh
 snapshot is written and the journal truncated. A torn last line (a crash in the
 middle of a write) is ignored.
 
+Compaction while serving (the journal passed ``COMPACT_BYTES``) must not stop
+the Gateway: a snapshot of a busy minute's window history is ~20 MB of JSON and
+took 1.3 s to build and write on the event loop (measured at 10,000 orders/s).
+So it is split: :meth:`RiskStore.begin_compaction` copies the state (list and
+dict copies, milliseconds) and switches new records to a second journal,
+``risk_journal.next.jsonl``; the returned function builds and writes the
+snapshot from the copies on a worker thread; :meth:`RiskStore.finish_compaction`
+then drops the old journal and renames the second one into its place. Loading
+replays both journals when both are there, so every crash point is safe: before
+the new snapshot is in place, old snapshot + both journals (exact); after it,
+the old journal is counted twice at worst (window records: conservative; limits
+and client_order_ids: idempotent).
+
 Times: windows run on the monotonic clock, which does not survive a restart.
 Each file records an *epoch* (a monotonic reading and the wall-clock time at the
 same moment); loading maps stored times through wall-clock time onto the new
 process's monotonic clock.
 
-No asyncio, no protobuf: plain file I/O, called from the event loop.
+No asyncio, no protobuf: plain file I/O, called from the event loop (only the
+slow half of a background compaction runs on a worker thread).
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -47,10 +61,12 @@ from services.risk_gateway.limits import (
     UserLimits,
 )
 
-__all__ = ["JOURNAL_FILE", "STATE_FILE", "Restored", "RiskStore"]
+__all__ = ["JOURNAL_FILE", "NEXT_JOURNAL_FILE", "STATE_FILE", "Restored", "RiskStore"]
 
 STATE_FILE: Final = "risk_state.json"
 JOURNAL_FILE: Final = "risk_journal.jsonl"
+NEXT_JOURNAL_FILE: Final = "risk_journal.next.jsonl"
+"""Takes new records while a background compaction writes the snapshot."""
 VERSION: Final = 1
 COMPACT_BYTES: Final = 64 << 20
 """Journal size at which the state is snapshotted and the journal truncated."""
@@ -179,6 +195,8 @@ class RiskStore:
         with the same time, and a float's repr is the line's dearest part."""
         self._journal: Any = None
         self.journal_bytes = 0
+        self.rotated = False
+        """True from :meth:`begin_compaction` to :meth:`finish_compaction`."""
 
     # ------------------------------------------------------------------ loading
 
@@ -191,9 +209,10 @@ class RiskStore:
             if data.get("version") != VERSION:
                 raise ValueError(f"{state_path}: unsupported version {data.get('version')!r}")
             self._load_snapshot(data, restored)
-        journal_path = self.data_dir / JOURNAL_FILE
-        if journal_path.exists():
-            self._replay(journal_path, restored)
+        for name in (JOURNAL_FILE, NEXT_JOURNAL_FILE):
+            journal_path = self.data_dir / name
+            if journal_path.exists():
+                self._replay(journal_path, restored)
         return restored
 
     def _load_snapshot(self, data: dict[str, Any], restored: Restored) -> None:
@@ -257,7 +276,7 @@ class RiskStore:
         self.compact(engine, coids)
 
     def compact(self, engine: RiskEngine, coids: ClientOrderIds) -> None:
-        """Snapshot everything, then truncate the journal.
+        """Snapshot everything, then truncate the journal (blocking; at start and stop).
 
         The snapshot is in place before the journal is truncated: if writing it
         fails, the journal stays as it was (and keeps growing). A crash between
@@ -266,38 +285,88 @@ class RiskStore:
         """
         if self._journal is not None:
             self.flush()
-        mono, wall_ns = self.clock.monotonic(), self.clock.now_ns()
-        snapshot = {
-            "version": VERSION,
-            "epoch": [mono, wall_ns],
-            "user_limits": {
-                layer: {u: user_limits_to_json(lim) for u, lim in engine.user_limits[layer].items()}
-                for layer in LAYERS
-            },
-            "instrument_limits": {
-                layer: {
-                    u: {s: instrument_limits_to_json(lim) for s, lim in by_symbol.items()}
-                    for u, by_symbol in engine.instrument_limits[layer].items()
-                }
-                for layer in LAYERS
-            },
-            "coids": [[u, c, _outcome_to_json(o)] for u, c, o in coids.items()],
-            "series": [
-                [list(_key(series.key)), [[t, v, w] for t, v, w in series.entries() if v or w]]
-                for series in engine.series()
-                if len(series)
-            ],
-        }
-        _write_atomically(self.data_dir / STATE_FILE, json.dumps(snapshot, separators=(",", ":")))
+        write, mono, wall_ns = self._capture(engine, coids)
+        write()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        (self.data_dir / NEXT_JOURNAL_FILE).unlink(missing_ok=True)
+        self.rotated = False
+        self._start_journal(JOURNAL_FILE, mono, wall_ns)
+
+    def begin_compaction(self, engine: RiskEngine, coids: ClientOrderIds) -> Callable[[], None]:
+        """The quick half of a compaction while serving (see the module docstring).
+
+        Copies the state and sends new records to ``NEXT_JOURNAL_FILE``;
+        returns the slow half, which builds and writes the snapshot from the
+        copies only, so it may run on another thread. Call
+        :meth:`finish_compaction` once it returned. Not while :attr:`rotated`.
+        """
+        if self.rotated:
+            raise RuntimeError("a compaction is already under way")
+        if self._journal is not None:
+            self.flush()
+        write, mono, wall_ns = self._capture(engine, coids)
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self.rotated = True
+        self._start_journal(NEXT_JOURNAL_FILE, mono, wall_ns)
+        return write
+
+    def finish_compaction(self) -> None:
+        """The new snapshot is in place: the old journal goes, the next takes its name."""
+        (self.data_dir / JOURNAL_FILE).unlink(missing_ok=True)
+        os.replace(self.data_dir / NEXT_JOURNAL_FILE, self.data_dir / JOURNAL_FILE)
+        self.rotated = False  # the open file follows the rename
+
+    def _start_journal(self, name: str, mono: float, wall_ns: int) -> None:
         # Unbuffered bytes: each flush is one write(2) of the batch's lines, without
         # the text layer and its buffer in between (those cost more than the call).
-        self._journal = open(self.data_dir / JOURNAL_FILE, "wb", buffering=0)  # noqa: SIM115
+        self._journal = open(self.data_dir / name, "wb", buffering=0)  # noqa: SIM115
         self.journal_bytes = 0
         self._pending = [_line(["E", mono, wall_ns])]
         self.flush()
+
+    def _capture(
+        self, engine: RiskEngine, coids: ClientOrderIds
+    ) -> tuple[Callable[[], None], float, int]:
+        """Copies of the state (cheap: list and dict copies) and the function that
+        writes them as the snapshot (dear: ~1 s for a busy minute's windows)."""
+        mono, wall_ns = self.clock.monotonic(), self.clock.now_ns()
+        user_limits = {
+            layer: {u: user_limits_to_json(lim) for u, lim in engine.user_limits[layer].items()}
+            for layer in LAYERS
+        }
+        instrument_limits = {
+            layer: {
+                u: {s: instrument_limits_to_json(lim) for s, lim in by_symbol.items()}
+                for u, by_symbol in engine.instrument_limits[layer].items()
+            }
+            for layer in LAYERS
+        }
+        coid_table = coids.copy()
+        series = [(list(_key(s.key)), s.copy_entries()) for s in engine.series() if len(s)]
+        path = self.data_dir / STATE_FILE
+
+        def write() -> None:
+            snapshot = {
+                "version": VERSION,
+                "epoch": [mono, wall_ns],
+                "user_limits": user_limits,
+                "instrument_limits": instrument_limits,
+                "coids": [
+                    [u, c, _outcome_to_json(o)]
+                    for u, table in coid_table.items()
+                    for c, o in table.items()
+                ],
+                "series": [
+                    [key, [[t, v, w] for t, v, w in entries if v or w]] for key, entries in series
+                ],
+            }
+            _write_atomically(path, json.dumps(snapshot, separators=(",", ":")))
+
+        return write, mono, wall_ns
 
     def window(self, key: Hashable, t: float, v: int, w: int) -> None:
         """Journal hook of the :class:`RiskEngine`: one window record (buffered).

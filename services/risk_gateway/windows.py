@@ -42,6 +42,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
+from itertools import chain
 from typing import Final
 
 __all__ = ["FINE_MIN_S", "RESOLUTION_S", "Series", "View"]
@@ -212,6 +213,13 @@ class Series:
 
     def __len__(self) -> int:
         return len(self._times) + len(self._coarse)
+
+    def copy_entries(self) -> Iterator[tuple[float, int, int]]:
+        """What :meth:`entries` yields, from copies taken now (list slices run in
+        C): the result may be read later, on another thread, while the series
+        goes on recording."""
+        coarse = [(t, int(v), int(w)) for _, t, v, w in self._coarse]
+        return chain(coarse, zip(self._times[:], self._v[:], self._w[:], strict=True))
 
     # ------------------------------------------------------------------ views
 

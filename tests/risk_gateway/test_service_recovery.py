@@ -260,3 +260,38 @@ async def test_an_unreadable_risk_state_refuses_to_start(tmp_path: Path) -> None
         assert "unreadable" in str(exc)
     else:
         raise AssertionError("started on an unreadable risk state")
+
+
+async def test_compacting_while_serving_keeps_every_record(exchange: Exchange) -> None:
+    """The Gateway compacts its journal on a worker thread while it serves; what
+    arrives meanwhile goes to the second journal, and a restart sees it all."""
+    app = gateway(exchange)
+    clock = exchange.clock
+    assert isinstance(clock, ManualClock)
+    await exchange.create("AAPL")
+    alice = await exchange.trader("alice")
+    admin = await exchange.trader("admin")
+    await admin.set_instrument_limits(
+        "AAPL",
+        "alice",
+        order_quantity_rolling_limit=risk_limits_pb2.RollingWindowLimit(
+            limit=10, window_in_seconds=60
+        ),
+    )
+    assert (await alice.insert("AAPL", BUY, 9.0, 4, tif=1)).error_message == ""
+    compaction = asyncio.create_task(app.compact())
+    await asyncio.sleep(0)  # begun: state copied, new records go to the next journal
+    assert app.store.rotated
+    assert (await alice.insert("AAPL", BUY, 9.0, 4, tif=1)).error_message == ""
+    await compaction
+    assert not app.store.rotated
+    assert sorted(p.name for p in app.store.data_dir.iterdir() if "journal" in p.name) == [
+        "risk_journal.jsonl"
+    ]
+    await app.stop()
+    await exchange.start_gateway()
+    alice = await exchange.trader("alice")
+    # 8 of 10 lots are in the window: 2 more fit, 3 do not.
+    refused = await alice.insert("AAPL", BUY, 9.0, 3, tif=1)
+    assert "order_quantity_rolling_limit" in refused.error_message
+    assert (await alice.insert("AAPL", BUY, 9.0, 2, tif=1)).error_message == ""
