@@ -46,7 +46,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -350,21 +350,24 @@ class RiskStore:
         path = self.data_dir / STATE_FILE
 
         def write() -> None:
-            snapshot = {
+            head = {
                 "version": VERSION,
                 "epoch": [mono, wall_ns],
                 "user_limits": user_limits,
                 "instrument_limits": instrument_limits,
-                "coids": [
-                    [u, c, _outcome_to_json(o)]
-                    for u, table in coid_table.items()
-                    for c, o in table.items()
-                ],
-                "series": [
-                    [key, [[t, v, w] for t, v, w in entries if v or w]] for key, entries in series
-                ],
             }
-            _write_atomically(path, json.dumps(snapshot, separators=(",", ":")))
+            coid_items = (
+                [u, c, _outcome_to_json(o)]
+                for u, table in coid_table.items()
+                for c, o in table.items()
+            )
+            parts = [_dumps(head)[:-1], ',"coids":', *_json_array(coid_items), ',"series":[']
+            for number, (key, entries) in enumerate(series):
+                parts.append(("," if number else "") + "[" + _dumps(key) + ",")
+                parts.extend(_entries_json(entries))
+                parts.append("]")
+            parts.append("]}")
+            _write_atomically(path, parts)
 
         return write, mono, wall_ns
 
@@ -435,15 +438,70 @@ def _key(key: Hashable) -> Iterable[str]:
     return key
 
 
+_JSON_CHUNK: Final = 2000
+"""Items per ``json.dumps`` call when writing a snapshot (see :func:`_json_array`)."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _json_array(items: Iterable[Any]) -> Iterator[str]:
+    """The JSON text of ``[*items]``, in pieces of a few thousand items.
+
+    Why not one ``json.dumps``: it holds the GIL for its whole run, ~600 ms for
+    a busy minute's window history, and the event loop's thread would wait
+    that long although the snapshot is written on another thread. Between
+    small calls the interpreter lets the loop run.
+    """
+    yield "["
+    batch: list[Any] = []
+    separator = ""
+    for item in items:
+        batch.append(item)
+        if len(batch) >= _JSON_CHUNK:
+            yield separator + _dumps(batch)[1:-1]
+            separator = ","
+            batch = []
+    if batch:
+        yield separator + _dumps(batch)[1:-1]
+    yield "]"
+
+
+def _entries_json(entries: Iterable[tuple[float, int, int]]) -> Iterator[str]:
+    """``[[t, v, w], ...]`` of the entries with a value, as JSON text in pieces.
+
+    Formatted as strings rather than through lists for ``json.dumps``: a
+    million short-lived lists set off the cyclic garbage collector, whose full
+    passes hold the GIL for tens of milliseconds. ``repr`` of a float is what
+    ``json`` writes for it (times are finite).
+    """
+    yield "["
+    chunk: list[str] = []
+    separator = ""
+    for t, v, w in entries:
+        if v or w:
+            chunk.append(f"[{t!r},{v},{w}]")
+            if len(chunk) >= _JSON_CHUNK:
+                yield separator + ",".join(chunk)
+                separator = ","
+                chunk = []
+    if chunk:
+        yield separator + ",".join(chunk)
+    yield "]"
+
+
 def _line(record: list[Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str | list[str]) -> None:
+    """Replace ``path`` with ``text`` (or its pieces, written one by one: joining
+    and encoding 20 MB at once would hold the GIL for ~25 ms)."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -168,3 +168,14 @@ def test_the_snapshot_is_written_from_copies(tmp_path: Path) -> None:
     snapshot = json.loads((tmp_path / STATE_FILE).read_text())
     lots = sum(v for key, entries in snapshot["series"] if key[0] == "o" for _, v, _ in entries)
     assert lots == 2 and snapshot["coids"] == []
+
+
+def test_snapshot_pieces_are_the_json_of_the_whole() -> None:
+    """The snapshot is written in pieces (the GIL); together they are plain JSON."""
+    from services.risk_gateway.store import _JSON_CHUNK, _entries_json, _json_array
+
+    for count in (0, 1, _JSON_CHUNK, _JSON_CHUNK + 1, 3 * _JSON_CHUNK):
+        entries = [(1000.0 + i / 7, i % 3, (i * 7) % 5) for i in range(count)]
+        kept = [[t, v, w] for t, v, w in entries if v or w]
+        assert json.loads("".join(_entries_json(entries))) == kept
+        assert json.loads("".join(_json_array(kept))) == kept
