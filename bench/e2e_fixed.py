@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{step['target_rate']:,.0f}",
                 f"{step['achieved_rate']:,.0f}",
                 *(format_us(lat.get(k)) for k in ("p50", "p90", "p99", "max")),
+                format_us(step["send_lag_us"].get("max")),
                 per_order(step),
             ]
         )
-    header = ["target/s", "achieved/s", "p50", "p90", "p99", "max", "CPU µs per order"]
+    header = ["target/s", "achieved/s", "p50", "p90", "p99", "max", "generator's own lag max",
+              "CPU µs per order"]  # fmt: skip
     print(markdown_table(header, rows), flush=True)
     print(f"load average: {os.getloadavg()[0]:.2f}")
     return 0

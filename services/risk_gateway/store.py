@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,13 +362,18 @@ class RiskStore:
                 for u, table in coid_table.items()
                 for c, o in table.items()
             )
-            parts = [_dumps(head)[:-1], ',"coids":', *_json_array(coid_items), ',"series":[']
-            for number, (key, entries) in enumerate(series):
-                parts.append(("," if number else "") + "[" + _dumps(key) + ",")
-                parts.extend(_entries_json(entries))
-                parts.append("]")
-            parts.append("]}")
-            _write_atomically(path, parts)
+
+            def pieces() -> Iterator[str]:
+                yield _dumps(head)[:-1] + ',"coids":'
+                yield from _json_array(coid_items)
+                yield ',"series":['
+                for number, (key, entries) in enumerate(series):
+                    yield ("," if number else "") + "[" + _dumps(key) + ","
+                    yield from _entries_json(entries)
+                    yield "]"
+                yield "]}"
+
+            _write_atomically(path, pieces(), yield_gil=True)
 
         return write, mono, wall_ns
 
@@ -438,6 +444,8 @@ def _key(key: Hashable) -> Iterable[str]:
     return key
 
 
+_SYNC_EVERY: Final = 1 << 20
+"""Characters of a snapshot written between two syncs (see :func:`_write_atomically`)."""
 _JSON_CHUNK: Final = 2000
 """Items per ``json.dumps`` call when writing a snapshot (see :func:`_json_array`)."""
 
@@ -495,13 +503,33 @@ def _line(record: list[Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def _write_atomically(path: Path, text: str | list[str]) -> None:
-    """Replace ``path`` with ``text`` (or its pieces, written one by one: joining
-    and encoding 20 MB at once would hold the GIL for ~25 ms)."""
+def _write_atomically(path: Path, text: str | Iterable[str], yield_gil: bool = False) -> None:
+    """Replace ``path`` with ``text``, or with its pieces written one by one.
+
+    Pieces, because joining and encoding 20 MB at once would hold the GIL for
+    ~25 ms; synced every :data:`_SYNC_EVERY` characters, because one sync of
+    20 MB at the end kept the disk busy for ~0.5 s, and the Order Book's
+    journal sync, on the same disk, waited behind it (measured: a 0.46 s stall
+    of the whole exchange at each Gateway compaction under 10,000 orders/s).
+
+    ``yield_gil`` (a snapshot written on a worker thread while the event loop
+    serves): give the GIL away after each piece. Two busy threads otherwise
+    take turns of 5 ms, and a loop getting half the interpreter for the
+    second or so the snapshot takes fell 150-230 ms behind at 10,000 orders/s.
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines([text] if isinstance(text, str) else text)
+            unsynced = 0
+            for piece in [text] if isinstance(text, str) else text:
+                handle.write(piece)
+                unsynced += len(piece)
+                if yield_gil:
+                    time.sleep(0)
+                if unsynced >= _SYNC_EVERY:
+                    handle.flush()
+                    os.fdatasync(handle.fileno())
+                    unsynced = 0
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
