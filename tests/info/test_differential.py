@@ -37,6 +37,7 @@ from services.info.translate import event_from_pb
 from services.order_book.engine import Engine
 from services.order_book.events import OnOrderCancelled, OnOrderInserted, RestingOrder
 from services.order_book.translate import EventEncoder
+from tests.info.fakes import FakeSession
 
 BOOKS = {1: (0.01, 0), 2: (0.05, 1)}  # id -> (tick size, price rule)
 USERS = ("alice", "bob", "carol")
@@ -59,17 +60,6 @@ def aggregate(orders: list[RestingOrder]) -> tuple[tuple[tuple[int, int], ...], 
         tuple(sorted(bids.items(), reverse=True)),
         tuple(sorted(asks.items())),
     )
-
-
-class FakeSession:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.congested = False
-        self.closed = False
-        self.state: dict[str, Any] = {}
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
 
 
 class Harness:

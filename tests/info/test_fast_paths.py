@@ -47,6 +47,7 @@ from services.info.translate import (
     trade_frame,
     with_sequence,
 )
+from tests.info.fakes import FakeSession
 
 MT = common_pb2.MessageType
 TICKS = st.sampled_from([0.01, 0.05, 0.5, 1.0, 0.0001, 0.25])
@@ -258,17 +259,6 @@ def test_an_unchanged_side_is_the_same_tuple() -> None:
 
 
 # ---------------------------------------------------------------------- publisher
-
-
-class FakeSession:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.congested = False
-        self.closed = False
-        self.state: dict[str, Any] = {}
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
 
 
 @settings(max_examples=40, deadline=None)

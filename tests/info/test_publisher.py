@@ -8,7 +8,6 @@ import pytest
 
 from services.common.pb import info_pb2
 from services.common.wire.framing import FrameDecoder
-from services.common.wire.registry import MESSAGE_CLASSES
 from services.info.events import (
     BUY,
     GTC,
@@ -25,26 +24,7 @@ from services.info.publisher import CONNECTION_KEY, Publisher
 from services.info.registry import Instrument, Registry
 from services.info.subscriptions import Connection, Subscriptions
 from services.info.translate import with_sequence
-
-
-class FakeSession:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.congested = False
-        self.closed = False
-        self.state: dict[str, Any] = {}
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def take(self) -> list[tuple[int, Any]]:
-        decoder = FrameDecoder()
-        out = []
-        for frame in self.frames:
-            for kind, payload in decoder.feed(frame):
-                out.append((kind, MESSAGE_CLASSES[kind].FromString(payload)))
-        self.frames.clear()
-        return out
+from tests.info.fakes import FakeSession
 
 
 class World:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from bench.relay import EchoConfig, RelayConfig, build_echo, build_relay
 from clients.load_plan import (
     BUY,
     SELL,
@@ -43,7 +42,6 @@ from clients.load_stats import HIGHEST_US, LOWEST_US, SIGNIFICANT_DIGITS, histog
 from services.common.pb import common_pb2, execution_pb2, info_pb2
 from services.common.wire.framing import encode_frame
 from services.common.wire.pbenc import varint
-from tests.support.inprocess import make_config, start_app
 
 MT = common_pb2.MessageType
 INSTRUMENTS = [
@@ -278,17 +276,6 @@ async def test_market_data_counts_from_frame_types_and_passes_the_rest_on() -> N
     conn.lag = False
     conn.data_received(encode_frame(MT.INFO_ON_TRADE, trade.SerializeToString()))
     assert counts.trades == 2 and len(counts.lag_us) == 3
-
-
-@pytest.fixture
-async def relay_port() -> AsyncIterator[int]:
-    echo, echo_port = await start_app(build_echo, make_config(EchoConfig))
-    relay, port = await start_app(build_relay, make_config(RelayConfig, order_book_port=echo_port))
-    try:
-        yield port
-    finally:
-        await relay.stop()
-        await echo.stop()
 
 
 class WatchedRun(LoadRun):

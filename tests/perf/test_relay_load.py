@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ from tests.support.inprocess import make_config, start_app
 
 MT = common_pb2.MessageType
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def relay_port() -> AsyncIterator[int]:
-    echo, echo_port = await start_app(build_echo, make_config(EchoConfig))
-    relay, port = await start_app(build_relay, make_config(RelayConfig, order_book_port=echo_port))
-    try:
-        yield port
-    finally:
-        await relay.stop()
-        await echo.stop()
 
 
 async def test_relay_forwards_orders_and_maps_answers_back(relay_port: int) -> None:
