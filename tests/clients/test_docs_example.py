@@ -40,3 +40,7 @@ async def test_ten_line_example_runs(exchange: Exchange) -> None:
 
     printed = await asyncio.to_thread(run)
     assert re.fullmatch(r"\d+ 4 100\.5 6\n", printed), printed
+    # It cleans up after itself: a second run trades with its own new order again
+    # (a leftover bid at the same price would have time priority and take the fill).
+    again = await asyncio.to_thread(run)
+    assert re.fullmatch(r"\d+ 4 100\.5 6\n", again) and again != printed, again
