@@ -49,7 +49,13 @@ log = logging.getLogger("optivex.risk_gateway")
 MT = common_pb2.MessageType
 PARTICIPANT: Final = frozenset({int(Role.PARTICIPANT)})
 PARTICIPANT_OR_ADMIN: Final = frozenset({int(Role.PARTICIPANT), int(Role.ADMIN)})
-HOUSEKEEPING_S: Final = 5.0
+HOUSEKEEPING_S: Final = 0.5
+"""How often expired window history moves to the coarse tier. Often, so each
+pass is short: at 10,000 orders/s a pass every 5 s took ~10 ms of the loop
+(5 s of 1 ms entries per series), every 0.5 s it takes ~1 ms; the total is
+the same."""
+COMPACT_CHECK_EVERY: Final = 10
+"""Housekeeping passes between two looks at the journal's size (every 5 s)."""
 FIRST_CONNECT_WAIT_S: Final = 3.0
 STOP_GRACE_S: Final = 2.0
 """How long stop() waits for forwarded requests to be answered."""
@@ -221,10 +227,12 @@ class RiskGatewayApp:
 
     async def _housekeeping(self) -> None:
         """Drop expired window history; compact the journal when it grows."""
+        passes = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             self.engine.trim()
-            if self.store.journal_bytes > COMPACT_BYTES:
+            passes += 1
+            if passes % COMPACT_CHECK_EVERY == 0 and self.store.journal_bytes > COMPACT_BYTES:
                 await self.compact()
 
     async def compact(self) -> None:
