@@ -61,6 +61,14 @@ def load_options(cluster: Cluster, passwords: dict[str, str], seed: int) -> Load
     )
 
 
+async def open_views(cluster: Cluster, passwords: dict[str, str], views: list[InfoView]) -> None:
+    """Subscribe the market-data viewers, each added to ``views`` as it opens (so
+    the caller's cleanup closes those that did even if a later one fails)."""
+    for i in range(SUBSCRIBERS):
+        user = f"p{i:02d}"
+        views.append(await InfoView().open(cluster.info.port, SYMBOLS, user, passwords[user]))
+
+
 async def verify_run(
     cluster: Cluster,
     run: LedgerLoadRun,
@@ -96,9 +104,7 @@ async def test_a_thousand_orders_a_second_for_a_minute(tmp_path: Path, seed: int
     views: list[InfoView] = []
     try:
         await run.setup()
-        for i in range(SUBSCRIBERS):
-            user = f"p{i:02d}"
-            views.append(await InfoView().open(cluster.info.port, SYMBOLS, user, passwords[user]))
+        await open_views(cluster, passwords, views)
         figures = await run.step(RATE, SECONDS)
         latency, inserts = figures["latency_us"], figures["by_kind"]["passive"]
         print(

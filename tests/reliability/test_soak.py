@@ -27,9 +27,8 @@ from tests.reliability.loadrun import LedgerLoadRun
 from tests.reliability.observe import InfoView
 from tests.reliability.test_load import (
     P99_LIMIT_US,
-    SUBSCRIBERS,
-    SYMBOLS,
     load_options,
+    open_views,
     start_loaded_cluster,
     verify_run,
 )
@@ -52,9 +51,7 @@ async def test_soak_memory_stays_bounded(tmp_path: Path, seed: int) -> None:
     views: list[InfoView] = []
     try:
         await run.setup()
-        for i in range(SUBSCRIBERS):
-            user = f"p{i:02d}"
-            views.append(await InfoView().open(cluster.info.port, SYMBOLS, user, passwords[user]))
+        await open_views(cluster, passwords, views)
         steps = max(WARM_UP_STEPS + 1, round(SECONDS / STEP_S))
         baseline: dict[str, int] = {}
         acked_at_baseline = 0
