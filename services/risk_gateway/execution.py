@@ -608,13 +608,17 @@ class ExecutionHandlers:
 
     # ------------------------------------------------------------------ answering
 
-    def _complete(self, forward: Forward, response: Message) -> None:
+    def _retire(self, forward: Forward) -> None:
+        """No longer in flight; a resend waiting on its client_order_id may go on."""
         self.in_flight.discard(forward)
-        if forward.done is not None:
-            done = forward.done
+        done = forward.done
+        if done is not None:
             forward.done = None
             self._coid_in_flight.pop((forward.user, forward.coid), None)
             done.set_result(None)
+
+    def _complete(self, forward: Forward, response: Message) -> None:
+        self._retire(forward)
         waiter = forward.waiter
         if waiter is not None:
             if not waiter.done():
@@ -634,12 +638,7 @@ class ExecutionHandlers:
         if forward not in self.in_flight:
             return
         self.engine.release(forward.ticket)
-        self.in_flight.discard(forward)
-        done = forward.done
-        if done is not None:
-            forward.done = None
-            self._coid_in_flight.pop((forward.user, forward.coid), None)
-            done.set_result(None)
+        self._retire(forward)
         if forward.waiter is not None:
             if not forward.waiter.done():
                 forward.waiter.set_exception(RuntimeError(INTERNAL))
