@@ -28,6 +28,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("limits", "bench.limits_bench"),
     ("service_cpu", "bench.service_cpu"),
     ("relay", "bench.relay_bench"),
+    ("floor", "bench.floor"),
     ("end_to_end", "bench.e2e_bench"),
     ("info_fanout", "bench.info_bench"),
     ("memory", "bench.memory_bench"),
