@@ -101,6 +101,65 @@ def _summary(results: dict[str, Any]) -> dict[str, Any] | None:
     return summary
 
 
+def _step_at(document: Any, rate: int) -> dict[str, Any]:
+    """The step of a load document whose target rate was ``rate`` (empty if none)."""
+    steps = document.get("steps", []) if isinstance(document, dict) else []
+    return next((s for s in steps if round(s.get("target_rate", 0)) == rate), {})
+
+
+def _goals(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The issue's latency and throughput goals beside the exchange's and the floor's figures.
+
+    The floor (``bench.floor``: generator -> byte pipe -> frame echo -> pipe ->
+    generator, no journal and no logic) is what *any* asyncio design would get
+    on this machine; a goal the floor itself misses cannot be met here.
+    """
+    e2e, floor = results.get("end_to_end"), results.get("floor")
+    if not isinstance(e2e, dict) or "runs" not in e2e:
+        return None
+    floor_run = floor.get("run") if isinstance(floor, dict) else None
+    rows: dict[str, Any] = {}
+    for label, rate, key, limit in (
+        ("p50 at 1,000/s <= 250 µs", 1000, "p50", 250.0),
+        ("p99 at 1,000/s <= 1 ms", 1000, "p99", 1000.0),
+        ("p99 at 10,000/s <= 10 ms", 10000, "p99", 10000.0),
+    ):
+        by_loop = {
+            loop: _step_at(run.get("fixed"), rate).get("latency_us", {}).get(key)
+            for loop, run in e2e["runs"].items()
+        }
+        floor_value = _step_at(floor_run, rate).get("latency_us", {}).get(key)
+        rows[label] = {"exchange_us": by_loop, "floor_us": floor_value,
+                       "met": any(v is not None and v <= limit for v in by_loop.values())}  # fmt: skip
+    best = e2e.get("max_sustained")
+    rows[">= 30,000 orders/s sustained"] = {
+        "exchange": best,
+        "floor_cpu_at_30000": _step_at(floor_run, 30000).get("cpu"),
+        "met": best is not None and best >= 30000,
+    }
+    return {"goals": rows, "table": _goals_table(rows)}
+
+
+def _goals_table(rows: dict[str, Any]) -> str:
+    def us(value: Any) -> str:
+        return "-" if value is None else f"{value:,.0f} µs"
+
+    lines = [
+        "| goal | exchange | floor (no logic, no journal) | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for label, row in rows.items():
+        if "exchange_us" in row:
+            exchange = ", ".join(f"{loop} {us(v)}" for loop, v in row["exchange_us"].items())
+            floor = us(row["floor_us"])
+        else:
+            exchange = "-" if row["exchange"] is None else f"{row['exchange']:,.0f}/s"
+            cpu = row["floor_cpu_at_30000"] or {}
+            floor = "CPU at 30,000/s: " + (", ".join(f"{k} {v:.0%}" for k, v in cpu.items()) or "-")
+        lines.append(f"| {label} | {exchange} | {floor} | {'yes' if row['met'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def _markdown(results: dict[str, Any]) -> str:
     lines = ["# Optivex benchmark results", ""]
     meta = results.get("_meta", {})
@@ -170,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         section.setdefault("load_average_after", _load_average())
         results[name] = section
     results["_meta"]["load_after"] = _load_average()
+    goals = _goals(results)
+    if goals is not None:
+        results = {"_meta": results.pop("_meta"), "goals": goals, **results}
     summary = _summary(results)
     if summary is not None:
         results = {"_meta": results.pop("_meta"), "summary": summary, **results}
