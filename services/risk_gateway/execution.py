@@ -73,7 +73,6 @@ TIME_IN_FORCE: Final = (
     "time_in_force must be GOOD_TILL_CANCEL (0), IMMEDIATE_OR_CANCEL (1) or FILL_OR_KILL (2)"
 )
 CLIENT_ORDER_ID: Final = "client_order_id is longer than 64 bytes of UTF-8"
-ORDER_ID: Final = "order_id must be positive"
 UNAVAILABLE: Final = "order book unavailable"
 NOT_SAVED: Final = "internal error: risk state could not be saved; nothing was forwarded"
 INTERNAL: Final = "internal error"
