@@ -13,7 +13,10 @@ book and depth of every traded instrument):
   the exchange/relay ratio compares steps that met the same machine weather.
 
 Once on the stock asyncio loop and once with uvloop in all services (the
-generator keeps the same loop both times).  CPU use of every process is sampled
+generator keeps the same loop both times).  The fixed rates are measured once
+more on asyncio with the Order Book's journal written but not synced
+(``fsync = "none"``: it survives a crash of the process, not of the machine),
+so every run shows what the default's per-batch ``fdatasync`` costs.  CPU use of every process is sampled
 from /proc during each step and turned into CPU microseconds per order.
 """
 
@@ -74,6 +77,28 @@ def _start_relay(env: dict[str, str]) -> tuple[ServiceProcess, ServiceProcess]:
     return echo, relay
 
 
+FSYNC_NONE = "asyncio, fsync none"
+"""Row label of the fixed-rate run without the journal's fdatasync."""
+
+
+def _fixed_without_fsync(conf: dict[str, Any]) -> dict[str, Any]:
+    """Latency at the fixed rates with ``OPTIVEX_ORDER_BOOK_FSYNC=none`` (asyncio)."""
+    env = {**os.environ, "OPTIVEX_LOOP": "asyncio", "PYTHONUNBUFFERED": "1"}
+    env["OPTIVEX_ORDER_BOOK_FSYNC"] = "none"
+    env.pop("OPTIVEX_SERVICE_PASSWORD", None)
+    load_env = {
+        k: v for k, v in env.items() if k not in ("OPTIVEX_LOOP", "OPTIVEX_ORDER_BOOK_FSYNC")
+    }
+    with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp, Exchange(Path(tmp), env) as ex:
+        asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
+        pids = {k: v for k, v in ex.pids.items() if k != "admin"}
+        rates = ",".join(str(r) for r in FIXED_RATES)
+        print(f"end to end ({FSYNC_NONE}): latency at {rates} orders/s ...", flush=True)
+        args = [*exchange_args(ex), *flow_args(conf), "--rates", rates]
+        args += ["--duration", str(conf["step_s"])]
+        return strip(run_load(args, 300, load_env, pids))
+
+
 def _one_loop(loop: str, conf: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "OPTIVEX_LOOP": loop, "PYTHONUNBUFFERED": "1"}
     env.pop("OPTIVEX_SERVICE_PASSWORD", None)  # the launcher makes a fresh one
@@ -119,6 +144,8 @@ def run(results: dict[str, Any]) -> None:
     conf = settings()
     runs = {loop: _one_loop(loop, conf) for loop in conf["loops"]}
     results["runs"] = runs
+    fixed_rows = {loop: r["fixed"] for loop, r in runs.items()}
+    fixed_rows[FSYNC_NONE] = results["fixed_fsync_none"] = _fixed_without_fsync(conf)
     by_loop = {k: r["paired"]["exchange"]["max_sustained"] for k, r in runs.items()}
     relay_by_loop = {k: r["paired"]["relay"]["max_sustained"] for k, r in runs.items()}
     results["max_sustained"] = max(by_loop.values(), default=0)
@@ -136,9 +163,9 @@ def run(results: dict[str, Any]) -> None:
         header += [f"p50 @{rate:,}/s", f"p90 @{rate:,}/s", f"p99 @{rate:,}/s",
                    f"p99.9 @{rate:,}/s", f"max @{rate:,}/s", f"achieved @{rate:,}/s"]  # fmt: skip
     latency_rows = []
-    for loop, r in runs.items():
+    for loop, fixed in fixed_rows.items():
         cells = [loop]
-        for step in r["fixed"]["steps"]:
+        for step in fixed["steps"]:
             lat = step["latency_us"]
             cells += [format_us(lat.get(k)) for k in ("p50", "p90", "p99", "p99_9", "max")]
             cells.append(f"{step['achieved_rate']:,.0f}")
@@ -162,9 +189,10 @@ def run(results: dict[str, Any]) -> None:
                 ]
             )
     cost_rows = []
-    for loop, r in runs.items():
-        for rate, step in zip(FIXED_RATES, r["fixed"]["steps"], strict=False):
+    for loop, fixed in fixed_rows.items():
+        for rate, step in zip(FIXED_RATES, fixed["steps"], strict=False):
             cost_rows.append([f"exchange @{rate:,}/s", loop, per_order(step)])
+    for loop, r in runs.items():
         for name in ("exchange", "relay"):
             best = r["paired"][name]
             at_max = {"cpu": best["cpu_at_max"], "achieved_rate": best["achieved_at_max"]}
