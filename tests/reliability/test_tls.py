@@ -1,19 +1,15 @@
 """Optional TLS on the participant-facing ports (Info and the Risk Gateway).
 
-A self-signed certificate is made per test run with the ``cryptography``
-package when it is installed, else with ``openssl req`` (this machine has the
-command, not the package).  The Order Book and Admin stay plain TCP; Admin and
-the Risk Gateway reach a TLS Info with ``info_tls_ca_file``.
+A self-signed certificate is made per test run (``tests/support/tls.py``; the
+``certificate`` and ``tls_exchange`` fixtures are in ``conftest.py``, shared
+with ``test_tls_clients.py``).  The Order Book and Admin stay plain TCP; Admin
+and the Risk Gateway reach a TLS Info with ``info_tls_ca_file``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,104 +21,10 @@ from services.common.wire.client import UpstreamConnection, client_ssl_context
 from services.common.wire.framing import encode_frame
 from tests.reliability.cluster import DEMO_PASSWORDS, Cluster
 from tests.reliability.inprocess import LOGIN_TIMEOUT_S, InProcessExchange
+from tests.support.tls import Certificate
 from tests.wire.rawclient import RawClient
 
 MT = common_pb2.MessageType
-
-
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-
-def make_certificate(directory: Path, name: str = "server") -> Certificate:
-    """A self-signed certificate for 127.0.0.1 and localhost, valid for a day."""
-    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
-    try:
-        _with_cryptography(cert, key)
-    except ImportError:
-        if shutil.which("openssl") is None:
-            pytest.skip("neither the cryptography package nor the openssl command is available")
-        subprocess.run(
-            [
-                "openssl", "req", "-x509", "-newkey", "ec",
-                "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-keyout", str(key), "-out", str(cert), "-days", "1",
-                "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-    return Certificate(cert, key)
-
-
-def _with_cryptography(cert: Path, key: Path) -> None:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509  # type: ignore[import-not-found, unused-ignore]
-    from cryptography.hazmat.primitives import hashes, serialization  # type: ignore[import-not-found, unused-ignore]
-    from cryptography.hazmat.primitives.asymmetric import ec  # type: ignore[import-not-found, unused-ignore]
-    from cryptography.x509.oid import NameOID  # type: ignore[import-not-found, unused-ignore]
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> Certificate:
-    return make_certificate(tmp_path)
-
-
-@pytest.fixture
-async def tls_exchange(
-    tmp_path: Path, certificate: Certificate
-) -> AsyncIterator[InProcessExchange]:
-    """Info and the Risk Gateway on TLS, in-process; Admin and the Gateway trust Info's cert."""
-    running = InProcessExchange(tmp_path)
-    await running.start(
-        per_service={
-            "info": {"tls_cert_file": str(certificate.cert), "tls_key_file": str(certificate.key)},
-            "risk_gateway": {
-                "tls_cert_file": str(certificate.cert),
-                "tls_key_file": str(certificate.key),
-                "info_tls_ca_file": str(certificate.cert),
-            },
-            "admin": {"info_tls_ca_file": str(certificate.cert)},
-        }
-    )
-    try:
-        await running.create("TLS")
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_sdk_trades_and_watches_over_tls(
