@@ -19,6 +19,11 @@ Three ways to run:
 ``--processes K`` runs every step in K child processes (each with 1/K of the rate
 and connections) and merges their histograms exactly; ``--json`` prints one JSON
 document for scripts.  Every run is bounded in count and time and stops by itself.
+
+``--tls-ca-file FILE`` (or ``--tls``) connects to a Risk Gateway and Info that
+speak TLS (both: one setting for the two ports, as in the SDK); the children of
+``--processes`` get the same options.  A TLS setting that does not match the
+ports' ends the run with the reason.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from clients.load_stats import (
     merged,
     summary,
 )
+from clients.tls_args import add_tls_options, ssl_context, tls_mismatch
 from services.common.lifecycle import choose_loop
 from services.common.wire.errors import ConnectionLost, RemoteError
 
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
+    add_tls_options(p)
     return p
 
 
@@ -192,6 +199,7 @@ def load_options(ns: argparse.Namespace) -> LoadOptions:
         max_resting=ns.max_resting,
         max_in_flight=ns.max_in_flight,
         drain_s=ns.drain,
+        ssl=ssl_context(ns),
     )
 
 
@@ -362,7 +370,19 @@ def step_line(step: dict[str, Any], ns: argparse.Namespace) -> str:
 async def _in_process(ns: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     options = load_options(ns)
     run = LoadRun(options)
-    await run.setup()
+    try:
+        await run.setup()
+    except (OSError, RuntimeError, TimeoutError, RemoteError, ConnectionLost) as exc:
+        await run.close()
+        # A TLS server drops a plaintext login without a word ("connection
+        # lost"): say what to change when that is the reason.
+        targets = [(options.host, options.port)]
+        if options.info_port:
+            targets.append((options.info_host, options.info_port))
+        reason = await tls_mismatch(targets, options.ssl)
+        if reason:
+            raise RuntimeError(f"cannot connect: {reason}") from exc
+        raise
     index = 0
 
     async def run_step(rate: float) -> dict[str, Any]:
@@ -606,7 +626,9 @@ def _print_human(result: dict[str, Any], ns: argparse.Namespace, out: TextIO) ->
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``optivex load``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = build_parser().parse_args(args)
+    parser = build_parser()
+    ns = parser.parse_args(args)
+    ssl_context(ns, parser)  # an unreadable --tls-ca-file is a usage error, before any step
     try:
         loop_name = choose_loop(ns.loop)
     except ValueError as exc:

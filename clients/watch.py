@@ -4,7 +4,9 @@ Instruments on the left (last price and volume), the selected instrument's
 depth ladder and trade tape on the right, a summary line on top.  Up/down or
 j/k move between instruments, q quits.  It is a read-only Info client built
 on the participant SDK, so it reconnects and resubscribes by itself when Info
-restarts; the status line says when it is waiting.
+restarts; the status line says when it is waiting.  Against an Info that speaks
+TLS it needs ``--tls-ca-file`` (or ``--tls``); a TLS setting that does not match
+Info's ends it with the reason instead of a status line that retries forever.
 
 What it shows is computed in :mod:`clients.watch_model`; this module paints.
 """
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from ssl import SSLContext
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -24,11 +27,16 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
 from clients.sdk import Client, Depth, EventStream, SdkError, Trade
+from clients.tls_args import add_tls_options, ssl_context, tls_mismatch
 from clients.watch_model import LADDER_LEVELS, SymbolState, format_price, ladder_rows
 
 
 class WatchApp(App[int]):
-    """The viewer.  ``symbol`` is selected first when given (else the first listed)."""
+    """The viewer.  ``symbol`` is selected first when given (else the first listed).
+
+    ``ssl``: a TLS context when Info speaks TLS.  :attr:`failure` says why the
+    viewer gave up (exit status 1), when it did.
+    """
 
     TITLE = "Optivex watch"
     CSS = """
@@ -55,9 +63,12 @@ class WatchApp(App[int]):
         username: str = "alice",
         password: str = "alice-demo",
         symbol: str | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         super().__init__()
         self.host, self.port = host, port
+        self.ssl = ssl
+        self.failure: str | None = None
         self.username, self.password = username, password
         self.wanted = symbol.upper() if symbol else None
         self.client: Client | None = None
@@ -103,9 +114,14 @@ class WatchApp(App[int]):
         while self.client is None:
             try:
                 self.client = await Client.connect(
-                    self.host, None, self.port, self.username, self.password
+                    self.host, None, self.port, self.username, self.password, ssl=self.ssl
                 )
             except SdkError as exc:
+                reason = await tls_mismatch([(self.host, self.port)], self.ssl)
+                if reason:  # retrying cannot help: say what to change, and stop
+                    self.failure = reason
+                    self.exit(1, return_code=1)
+                    return
                 status.update(f"cannot reach Info at {self.host}:{self.port}: {exc}; retrying")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -276,16 +292,32 @@ def _right(text: str) -> Text:
     return Text(text, justify="right")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_app(argv: list[str]) -> WatchApp:
+    """The viewer the command line asks for (``--help`` and usage errors exit here)."""
     parser = argparse.ArgumentParser(prog="optivex watch", description=__doc__.split("\n\n")[0])
     parser.add_argument("symbol", nargs="?", help="instrument to show first")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7402, help="Info port (default 7402)")
     parser.add_argument("--username", default="alice")
     parser.add_argument("--password", default="alice-demo")
-    options = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    app = WatchApp(options.host, options.port, options.username, options.password, options.symbol)
+    add_tls_options(parser, "Info")
+    options = parser.parse_args(argv)
+    return WatchApp(
+        options.host,
+        options.port,
+        options.username,
+        options.password,
+        options.symbol,
+        ssl=ssl_context(options, parser),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    app = build_app(list(sys.argv[1:] if argv is None else argv))
     result: Any = app.run()
+    if app.failure:
+        print(f"optivex watch: {app.failure}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

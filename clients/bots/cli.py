@@ -2,7 +2,8 @@
 
 Stops cleanly (exit 0, its resting orders cancelled) on SIGINT/SIGTERM, after
 ``--max-orders`` inserts or ``--duration`` seconds.  If the exchange is not up
-yet, or restarts, the bot waits and carries on.
+yet, or restarts, the bot waits and carries on; a wrong password, or a TLS
+setting that does not match the ports (see ``--tls``), exits 1 with the reason.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import contextlib
 import logging
 import signal
 import sys
+from ssl import SSLContext
 
 from clients.bots.base import Settings
 from clients.bots.strategies import STRATEGIES
 from clients.sdk import Client, Disconnected, LoginFailed
+from clients.tls_args import add_tls_options, ssl_context, tls_mismatch
 
 log = logging.getLogger("optivex.bot")
 
@@ -37,14 +40,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-orders", type=int, default=0, help="stop after N inserts")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after S seconds")
     parser.add_argument("--log-level", default="INFO")
+    add_tls_options(parser)
     options = parser.parse_intermixed_args(argv)  # symbols may come after the options
     if options.rate <= 0:
         parser.error("--rate must be > 0")
+    options.ssl = ssl_context(options, parser)
     return options
 
 
+class TlsMismatch(Exception):
+    """The ports' TLS setting and the bot's differ: retrying cannot help."""
+
+
 async def connect(options: argparse.Namespace, stop: asyncio.Event) -> Client | None:
-    """Connect, retrying while the exchange is not reachable (it may be starting)."""
+    """Connect, retrying while the exchange is not reachable (it may be starting).
+
+    Raises :class:`TlsMismatch` when the failure is a TLS setting that does not
+    match the ports': without that check a plain bot at a TLS port (which
+    drops it without a word) would wait forever for an exchange that is up.
+    """
+    context: SSLContext | None = options.ssl
     delay = 0.1
     warned = False
     while not stop.is_set():
@@ -55,8 +70,13 @@ async def connect(options: argparse.Namespace, stop: asyncio.Event) -> Client | 
                 options.info_port,
                 options.username,
                 options.password,
+                ssl=context,
             )
         except Disconnected as exc:
+            ports = [(options.host, options.gateway_port), (options.host, options.info_port)]
+            reason = await tls_mismatch(ports, context)
+            if reason:
+                raise TlsMismatch(reason) from None
             if not warned:
                 log.warning("%s; retrying until it is up", exc)
                 warned = True
@@ -75,6 +95,9 @@ async def run(options: argparse.Namespace) -> int:
         client = await connect(options, stop)
     except LoginFailed as exc:
         log.error("cannot log in: %s", exc.message)
+        return 1
+    except TlsMismatch as exc:
+        log.error("cannot connect: %s", exc)
         return 1
     if client is None:
         return 0
