@@ -10,6 +10,14 @@ others are stopped and the reason is printed.
 Ports: the demo uses 7401-7404 on 127.0.0.1.  ``--ports auto`` binds every
 service to port 0 and reads the bound port from its ``listening on`` line, which
 is how the test suites run many exchanges side by side.
+
+TLS: when the configuration (``--config`` or ``OPTIVEX_...`` variables, read
+the way the services read them) puts Info and the Risk Gateway on TLS, the bots
+of ``--with-bots`` are started with ``--tls-ca-file`` naming the services' own
+certificate files, the natural trust anchor of a local (self-signed) setup, and
+the printed ``optivex watch`` line carries it too.  The bots take one TLS
+setting for both ports, so ``--with-bots`` refuses a configuration with only
+one of the two on TLS before starting anything.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from services.common.config import ConfigError, InfoConfig, RiskGatewayConfig, load_config
 from services.common.users import generate_service_password
 
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)\s*$")
@@ -43,6 +52,9 @@ DEMO_LOGINS = (
     ("carol", "carol-demo", "participant"),
     ("dave", "dave-demo", "participant"),
 )
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+"""Where a local client reaches a service bound to every address: a certificate
+names 127.0.0.1 or localhost, never the wildcard."""
 
 
 @dataclass
@@ -105,6 +117,44 @@ class Launcher:
         self.env["PYTHONUNBUFFERED"] = "1"
         self.bots: list[asyncio.subprocess.Process] = []
         self._pumps: list[asyncio.Future[None]] = []
+        self.client_tls: list[str] = []
+        """TLS options for clients of Info and the Gateway (see :meth:`participant_tls`)."""
+        self.info_tls: list[str] = []
+        """The same for a client of Info alone (the printed ``optivex watch`` line)."""
+
+    def participant_tls(self) -> tuple[str, str]:
+        """The certificate files of the Risk Gateway and Info ("" for plain TCP).
+
+        Read from the same layers the services read (``--config``, else
+        ``OPTIVEX_CONFIG``, then the environment the launcher passes on), so
+        the bots follow the services' configuration.  A configuration the
+        services will refuse counts as plain TCP: the failing service reports
+        the problem itself.
+        """
+        argv = ["--config", self.options.config] if self.options.config else []
+        try:
+            gateway = load_config(RiskGatewayConfig, argv, environ=self.env)
+            info = load_config(InfoConfig, argv, environ=self.env)
+        except ConfigError:
+            return "", ""
+        return gateway.tls_cert_file, info.tls_cert_file
+
+    def plan_client_tls(self) -> None:
+        """Set :attr:`client_tls` and :attr:`info_tls` from the services' configuration.
+
+        Raises :class:`_StartFailed` when bots are wanted and only one of the
+        two ports speaks TLS: a bot has one TLS setting for both.
+        """
+        gateway_cert, info_cert = self.participant_tls()
+        self.info_tls = bot_tls_argv("", info_cert)
+        if bool(gateway_cert) != bool(info_cert) and self.options.with_bots > 0:
+            on, off = ("the Risk Gateway", "Info") if gateway_cert else ("Info", "the Risk Gateway")
+            raise _StartFailed(
+                f"--with-bots: {on} speaks TLS and {off} does not; the bots take one "
+                "TLS setting for both, so configure both with tls_cert_file/tls_key_file "
+                "or neither"
+            )
+        self.client_tls = bot_tls_argv(gateway_cert, info_cert)
 
     def _ports(self) -> list[int]:
         if self.options.ports == "auto":
@@ -135,6 +185,11 @@ class Launcher:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         ports = self._ports()
+        try:
+            self.plan_client_tls()
+        except _StartFailed as exc:
+            print(f"optivex up: {exc}", file=sys.stderr)
+            return 2
         started = time.perf_counter()
         try:
             for index, (name, module, _) in enumerate(SERVICES):
@@ -240,26 +295,9 @@ class Launcher:
         if count <= 0:
             return
         gateway, info = self.children[3], self.children[1]
-        users = [name for name, _, role in DEMO_LOGINS if role == "participant"]
         for i in range(count):
-            kind = "market-maker" if i % 2 == 0 else "noise"
-            user = users[i % len(users)]
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.cli",
-                "bot",
-                kind,
-                "--host",
-                gateway.host,
-                "--gateway-port",
-                str(gateway.port),
-                "--info-port",
-                str(info.port),
-                "--username",
-                user,
-                "--password",
-                f"{user}-demo",
+                *bot_argv(i, gateway.host, gateway.port, info.port, self.client_tls),
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -279,7 +317,13 @@ class Launcher:
             *(f"  {user:<6} / {password:<11} ({role})" for user, password, role in DEMO_LOGINS),
             "",
             "Try next, in another terminal:",
-            f"  .venv/bin/optivex watch --host {c['info'].host} --port {c['info'].port}",
+            " ".join(
+                [
+                    f"  .venv/bin/optivex watch --host {client_host(c['info'].host)}",
+                    f"--port {c['info'].port}",
+                    *self.info_tls,
+                ]
+            ),
             f"  .venv/bin/optivex admin --host {c['admin'].host} --admin-port {c['admin'].port} list",
             "",
             "Ctrl-C stops everything.",
@@ -325,6 +369,50 @@ class Launcher:
 
 class _StartFailed(Exception):
     pass
+
+
+def client_host(host: str) -> str:
+    """The address a client on this machine uses for a service bound to ``host``."""
+    return WILDCARDS.get(host, host)
+
+
+def bot_tls_argv(gateway_cert: str, info_cert: str) -> list[str]:
+    """A bot's TLS options for services with these certificate files ("" = plain TCP).
+
+    The services' own certificates are the trust anchors: right for the
+    self-signed certificate of a local exchange, and (each certificate being
+    trusted by itself, see :func:`clients.tls_args.ssl_context`) for one a CA
+    issued.  Paths are made absolute so they do not depend on a working directory.
+    (The option is ``clients/tls_args.py``'s; the services do not import the clients.)
+    """
+    files = [str(Path(cert).absolute()) for cert in (gateway_cert, info_cert) if cert]
+    return [arg for name in dict.fromkeys(files) for arg in ("--tls-ca-file", name)]
+
+
+def bot_argv(index: int, host: str, gateway_port: int, info_port: int, tls: list[str]) -> list[str]:
+    """The command line of sample bot ``index``: market makers and noise traders
+    alternate, as the demo participants in turn, with the services' TLS options."""
+    users = [name for name, _, role in DEMO_LOGINS if role == "participant"]
+    kind = "market-maker" if index % 2 == 0 else "noise"
+    user = users[index % len(users)]
+    return [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "bot",
+        kind,
+        "--host",
+        client_host(host),
+        "--gateway-port",
+        str(gateway_port),
+        "--info-port",
+        str(info_port),
+        "--username",
+        user,
+        "--password",
+        f"{user}-demo",
+        *tls,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
