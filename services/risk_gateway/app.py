@@ -91,6 +91,8 @@ class RiskGatewayApp:
         self._unsolicited: list[Cancelled] = []
         self._unsolicited_scheduled = False
         self._housekeeper: asyncio.Task[None] | None = None
+        self._compaction: asyncio.Task[None] | None = None
+        """A compaction started by the housekeeping, while it runs."""
         self._snapshot_writer: asyncio.Future[None] | None = None
         """The worker thread writing a background compaction's snapshot, if any."""
         common = {
@@ -209,6 +211,12 @@ class RiskGatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeper
             self._housekeeper = None
+        if self._compaction is not None:
+            # Half-copied, it is abandoned: the final snapshot below is complete.
+            self._compaction.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compaction
+            self._compaction = None
         if self._snapshot_writer is not None:
             # The final snapshot below must not be overwritten by an older one.
             with contextlib.suppress(Exception):
@@ -226,47 +234,69 @@ class RiskGatewayApp:
             log.exception("cannot write the final risk state snapshot")
 
     async def _housekeeping(self) -> None:
-        """Drop expired window history; compact the journal when it grows."""
+        """Drop expired window history; compact the journal when it grows.
+
+        The compaction runs as a task of its own, so trimming goes on while
+        its snapshot is written (a second or more at 10,000 orders/s): a trim
+        pass after a 2 s pause took ~4 ms instead of ~2.
+        """
         passes = 0
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             self.engine.trim()
             passes += 1
-            if passes % COMPACT_CHECK_EVERY == 0 and self.store.journal_bytes > COMPACT_BYTES:
-                await self.compact()
+            if (
+                passes % COMPACT_CHECK_EVERY == 0
+                and self.store.journal_bytes > COMPACT_BYTES
+                and self._compaction is None
+            ):
+                self._compaction = asyncio.get_running_loop().create_task(self.compact())
+                self._compaction.add_done_callback(self._compacted)
+
+    def _compacted(self, task: asyncio.Task[None]) -> None:
+        if self._compaction is task:
+            self._compaction = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("risk journal compaction failed", exc_info=task.exception())
 
     async def compact(self) -> None:
         """Snapshot the risk state and start the journal afresh, while serving.
 
-        The snapshot is built and written on a worker thread from copies of the
-        state (``RiskStore.begin_compaction``): done on the loop it stopped the
-        Gateway for over a second at 10,000 orders/s. After a failed attempt
-        the next one runs the plain, blocking compaction, which also tidies the
-        second journal away.
+        The window history is copied a bounded step per loop turn
+        (``Compaction.copy``: copied at once it took 10-30 ms of the loop at
+        10,000 orders/s), and the snapshot is built and written from the copies
+        on a worker thread (done on the loop it stopped the Gateway for over a
+        second), which then also drops the old journal and renames the next one
+        (unlinking 64 MiB took ~7-8 ms). After a failed attempt the next one runs
+        the plain, blocking compaction, which also tidies the second journal
+        away.
         """
         store = self.store
         try:
             if store.rotated:
                 store.compact(self.engine, self.coids)
                 return
-            write = store.begin_compaction(self.engine, self.coids)
+            compaction = store.begin_compaction(self.engine, self.coids)
         except OSError:
             log.exception("cannot compact the risk journal")
             return
-        writer = asyncio.get_running_loop().run_in_executor(None, write)
+        try:
+            for _ in compaction.copy():
+                await asyncio.sleep(0)  # one step per loop turn
+        except OSError:
+            log.exception("cannot compact the risk journal")
+            return
+        writer = asyncio.get_running_loop().run_in_executor(None, compaction.write)
         # Left set if this task is cancelled meanwhile: stop() waits for it.
         self._snapshot_writer = writer
         try:
             await asyncio.shield(writer)
         except OSError:
             self._snapshot_writer = None
-            log.exception("cannot write the risk snapshot (the journal keeps growing)")
+            log.exception("cannot write the risk snapshot or switch journals")
             return
         self._snapshot_writer = None
-        try:
-            store.finish_compaction()
-        except OSError:
-            log.exception("cannot switch to the new risk journal")
+        store.finish_compaction()
 
     # ------------------------------------------------------------------ sessions
 

@@ -65,7 +65,13 @@ class ClientOrderIds:
     def __len__(self) -> int:
         return sum(len(table) for table in self._table.values())
 
-    def copy(self) -> dict[str, dict[str, Outcome]]:
-        """``username -> client_order_id -> Outcome``, copied (dict copies run in C,
-        so a snapshot can be taken on the event loop and written elsewhere)."""
-        return {username: dict(table) for username, table in self._table.items()}
+    def users(self) -> list[str]:
+        """The users with accepted inserts (a list: it may be walked over several
+        loop turns while new users arrive)."""
+        return list(self._table)
+
+    def copy_user(self, username: str) -> dict[str, Outcome]:
+        """One user's ``client_order_id -> Outcome``, copied (a dict copy runs in
+        C): a snapshot copies the table on the event loop one user per step and
+        writes it elsewhere."""
+        return dict(self._table.get(username, {}))

@@ -42,7 +42,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
-from itertools import chain
 from typing import Final
 
 __all__ = ["FINE_MIN_S", "RESOLUTION_S", "Series", "View"]
@@ -214,12 +213,30 @@ class Series:
     def __len__(self) -> int:
         return len(self._times) + len(self._coarse)
 
-    def copy_entries(self) -> Iterator[tuple[float, int, int]]:
-        """What :meth:`entries` yields, from copies taken now (list slices run in
-        C): the result may be read later, on another thread, while the series
-        goes on recording."""
-        coarse = [(t, int(v), int(w)) for _, t, v, w in self._coarse]
-        return chain(coarse, zip(self._times[:], self._v[:], self._w[:], strict=True))
+    # Copies for a snapshot (services/risk_gateway/store.py), taken on the event
+    # loop a bounded piece at a time and read later on another thread while the
+    # series goes on recording. Fine entries are addressed by sequence number,
+    # which stays attached to an entry for as long as it is in the fine tier.
+
+    def copy_coarse(self) -> list[tuple[float, int, int]]:
+        """The coarse tier's ``(time, v, w)``, oldest first, copied now."""
+        return [(t, int(v), int(w)) for _, t, v, w in self._coarse]
+
+    def fine_range(self) -> tuple[int, int]:
+        """Sequence numbers of the oldest fine entry and one past the newest."""
+        return self._base, self._base + len(self._times)
+
+    def copy_fine(self, start: int, stop: int) -> tuple[list[float], list[int], list[int]]:
+        """Copies of the times, ``v`` and ``w`` of the fine entries ``start <= seq <
+        stop`` (list slices: they run in C)."""
+        lo = max(start - self._base, 0)
+        hi = max(stop - self._base, lo)
+        return self._times[lo:hi], self._v[lo:hi], self._w[lo:hi]
+
+    def time_at(self, seq: int) -> float | None:
+        """The time of fine entry ``seq``; None if no fine entry has that number."""
+        index = seq - self._base
+        return self._times[index] if 0 <= index < len(self._times) else None
 
     # ------------------------------------------------------------------ views
 

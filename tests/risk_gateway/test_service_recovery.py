@@ -10,13 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from services.common.auth import Authenticator
 from services.common.clock import ManualClock, SystemClock
 from services.common.pb import common_pb2, execution_pb2, order_book_pb2, risk_limits_pb2
 from services.common.users import Role
 from services.common.wire.server import Route, WireServer
 from services.common.wire.session import Session
+from services.risk_gateway import app as app_module
 from services.risk_gateway import execution
+from services.risk_gateway import store as store_module
 from services.risk_gateway.app import RiskGatewayApp
 from tests.risk_gateway.conftest import BUY, MT, Exchange, _fast_verify
 from tests.support.inprocess import DEMO_PASSWORDS, demo_users
@@ -295,3 +299,43 @@ async def test_compacting_while_serving_keeps_every_record(exchange: Exchange) -
     refused = await alice.insert("AAPL", BUY, 9.0, 3, tif=1)
     assert "order_quantity_rolling_limit" in refused.error_message
     assert (await alice.insert("AAPL", BUY, 9.0, 2, tif=1)).error_message == ""
+
+
+async def test_compactions_the_housekeeping_starts_keep_every_record(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The housekeeping starts compactions as tasks of their own (trimming goes
+    on meanwhile), each copying a few entries per loop turn while requests
+    arrive; the Gateway stops in the middle of one. A restart sees every
+    order and client_order_id."""
+    monkeypatch.setattr(app_module, "HOUSEKEEPING_S", 0.002)
+    monkeypatch.setattr(app_module, "COMPACT_CHECK_EVERY", 1)
+    monkeypatch.setattr(app_module, "COMPACT_BYTES", 0)
+    monkeypatch.setattr(store_module, "COPY_STEP", 2)
+    await gateway(exchange).stop()
+    app = await exchange.start_gateway()
+    finished: list[None] = []
+    finish = app.store.finish_compaction
+    monkeypatch.setattr(app.store, "finish_compaction", lambda: finished.append(finish()))
+    await exchange.create("AAPL")
+    alice = await exchange.trader("alice")
+    admin = await exchange.trader("admin")
+    await admin.set_instrument_limits(
+        "AAPL",
+        "alice",
+        order_quantity_rolling_limit=risk_limits_pb2.RollingWindowLimit(
+            limit=30, window_in_seconds=60
+        ),
+    )
+    for number in range(15):
+        reply = await alice.insert("AAPL", BUY, 9.0, 2, tif=1, client_order_id=f"c{number}")
+        assert reply.error_message == ""
+        await asyncio.sleep(0.003)
+    await until(lambda: len(finished) >= 2)
+    await until(lambda: app.store.rotated)  # stopped with a compaction under way
+    await app.stop()
+    await exchange.start_gateway()
+    alice = await exchange.trader("alice")
+    assert (await alice.insert("AAPL", BUY, 9.0, 30, tif=1, client_order_id="c3")).order_id
+    refused = await alice.insert("AAPL", BUY, 9.0, 1, tif=1)
+    assert "order_quantity_rolling_limit" in refused.error_message
