@@ -213,7 +213,7 @@ class Series:
     def __len__(self) -> int:
         return len(self._times) + len(self._coarse)
 
-    # Copies for a snapshot (services/risk_gateway/store.py), taken on the event
+    # Copies for a snapshot (services/risk_gateway/compaction.py), taken on the event
     # loop a bounded piece at a time and read later on another thread while the
     # series goes on recording. Fine entries are addressed by sequence number,
     # which stays attached to an entry for as long as it is in the fine tier.

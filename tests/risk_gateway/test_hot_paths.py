@@ -22,7 +22,8 @@ from services.common.prices import PriceError, tick_memo, to_ticks
 from services.risk_gateway import execution, instruments, translate
 from services.risk_gateway.limits import RiskEngine, Ticket
 from services.risk_gateway.orders import OrderTable
-from services.risk_gateway.store import JOURNAL_FILE, RiskStore
+from services.risk_gateway.store import RiskStore
+from services.risk_gateway.store_format import JOURNAL_FILE
 
 EXAMPLES = settings(derandomize=True, max_examples=200, deadline=None, database=None)
 pb = order_book_pb2

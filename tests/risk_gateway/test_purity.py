@@ -16,6 +16,8 @@ PURE = [
     "instruments",
     "coids",
     "store",
+    "store_format",
+    "compaction",
 ]
 FORBIDDEN = ("asyncio", "google.protobuf", "services.common.pb", "services.common.wire")
 ROOT = Path(__file__).resolve().parents[2] / "services" / "risk_gateway"

@@ -19,8 +19,8 @@ from services.common.users import Role
 from services.common.wire.server import Route, WireServer
 from services.common.wire.session import Session
 from services.risk_gateway import app as app_module
+from services.risk_gateway import compaction as compaction_module
 from services.risk_gateway import execution
-from services.risk_gateway import store as store_module
 from services.risk_gateway.app import RiskGatewayApp
 from tests.risk_gateway.conftest import BUY, MT, Exchange, _fast_verify
 from tests.support.inprocess import DEMO_PASSWORDS, demo_users
@@ -311,7 +311,7 @@ async def test_compactions_the_housekeeping_starts_keep_every_record(
     monkeypatch.setattr(app_module, "HOUSEKEEPING_S", 0.002)
     monkeypatch.setattr(app_module, "COMPACT_CHECK_EVERY", 1)
     monkeypatch.setattr(app_module, "COMPACT_BYTES", 0)
-    monkeypatch.setattr(store_module, "COPY_STEP", 2)
+    monkeypatch.setattr(compaction_module, "COPY_STEP", 2)
     await gateway(exchange).stop()
     app = await exchange.start_gateway()
     finished: list[None] = []

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from services.common.clock import ManualClock
-from services.risk_gateway import store as store_module
+from services.risk_gateway import compaction as compaction_module
 from services.risk_gateway.coids import ClientOrderIds, Outcome
+from services.risk_gateway.compaction import Compaction
 from services.risk_gateway.limits import (
     ADMIN,
     OWN,
@@ -25,13 +26,8 @@ from services.risk_gateway.limits import (
     Ticket,
     UserLimits,
 )
-from services.risk_gateway.store import (
-    JOURNAL_FILE,
-    NEXT_JOURNAL_FILE,
-    STATE_FILE,
-    Compaction,
-    RiskStore,
-)
+from services.risk_gateway.store import RiskStore
+from services.risk_gateway.store_format import JOURNAL_FILE, NEXT_JOURNAL_FILE, STATE_FILE
 from services.risk_gateway.windows import Series
 
 
@@ -211,13 +207,13 @@ def test_the_snapshot_holds_each_series_as_its_copy_ended(tmp_path: Path) -> Non
 
 def test_snapshot_pieces_are_the_json_of_the_whole() -> None:
     """The snapshot is written in pieces (the GIL); together they are plain JSON."""
-    from services.risk_gateway.store import _JSON_CHUNK, _entries_json, _json_array
+    from services.risk_gateway.store_format import _JSON_CHUNK, entries_json, json_array
 
     for count in (0, 1, _JSON_CHUNK, _JSON_CHUNK + 1, 3 * _JSON_CHUNK):
         entries = [(1000.0 + i / 7, i % 3, (i * 7) % 5) for i in range(count)]
         kept = [[t, v, w] for t, v, w in entries if v or w]
-        assert json.loads("".join(_entries_json(entries))) == kept
-        assert json.loads("".join(_json_array(kept))) == kept
+        assert json.loads("".join(entries_json(entries))) == kept
+        assert json.loads("".join(json_array(kept))) == kept
 
 
 # ---------------------------------------------------------------- the copy, a step per turn
@@ -236,7 +232,7 @@ buckets keeps the sums)."""
 
 @pytest.fixture
 def small_steps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "COPY_STEP", STEP)
+    monkeypatch.setattr(compaction_module, "COPY_STEP", STEP)
 
 
 class Traffic:
@@ -468,7 +464,7 @@ def test_refunds_of_copied_entries_start_the_series_again_a_bounded_number_of_ti
         if steps < 12:
             traffic.refund(traffic.tickets[steps])  # the oldest: copied first
         traffic.orders(1)
-    assert attempts[0] == store_module._COPY_ATTEMPTS + 1
+    assert attempts[0] == compaction_module._COPY_ATTEMPTS + 1
     _assert_reloads_exactly(traffic, tmp_path)
     compaction.write()
     traffic.store.finish_compaction()
