@@ -5,6 +5,7 @@ client_order_ids (outstanding rebuilt from the Order Book's snapshot)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -266,9 +267,12 @@ async def test_an_unreadable_risk_state_refuses_to_start(tmp_path: Path) -> None
         raise AssertionError("started on an unreadable risk state")
 
 
-async def test_compacting_while_serving_keeps_every_record(exchange: Exchange) -> None:
+async def test_compacting_while_serving_keeps_every_record(
+    exchange: Exchange, caplog: pytest.LogCaptureFixture
+) -> None:
     """The Gateway compacts its journal on a worker thread while it serves; what
-    arrives meanwhile goes to the second journal, and a restart sees it all."""
+    arrives meanwhile goes to the second journal, and a restart sees it all.
+    The compaction says so in one line of the log."""
     app = gateway(exchange)
     clock = exchange.clock
     assert isinstance(clock, ManualClock)
@@ -287,7 +291,12 @@ async def test_compacting_while_serving_keeps_every_record(exchange: Exchange) -
     await asyncio.sleep(0)  # begun: state copied, new records go to the next journal
     assert app.store.rotated
     assert (await alice.insert("AAPL", BUY, 9.0, 4, tif=1)).error_message == ""
-    await compaction
+    with caplog.at_level(logging.INFO, logger="optivex.risk_gateway"):
+        await compaction
+    lines = [r.getMessage() for r in caplog.records if "compacted" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith("risk journal compacted in the background: ")
+    assert "loop turns of copying" in lines[0]
     assert not app.store.rotated
     assert sorted(p.name for p in app.store.data_dir.iterdir() if "journal" in p.name) == [
         "risk_journal.jsonl"
