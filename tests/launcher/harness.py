@@ -9,6 +9,7 @@ lines), never on fixed sleeps, with deadlines so a broken start fails fast.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,7 +24,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
+
+from clients.sdk import Client
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"listening on \[?([^\]\s]+?)\]?:(\d+)\s*$")
@@ -36,6 +40,22 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+async def traded_volume(info_port: int, ssl: SSLContext | None = None, within_s: float = 20) -> int:
+    """The volume traded on the exchange as Info's quotes tell it, once it is above 0
+    (or 0 after ``within_s``): how a test sees that the bots ``optivex up`` started
+    are trading, from outside, as any participant would."""
+    async with Client.connect(
+        gateway_port=None, info_port=info_port, username="dave", password="dave-demo", ssl=ssl
+    ) as dave:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            volume = sum(q.volume for q in (await dave.quotes()).values())
+            if volume > 0 or loop.time() >= deadline:
+                return volume
+            await asyncio.sleep(0.2)  # polling a counter; there is no push for "some trade"
 
 
 def stable_port() -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clients.sdk import Client
-from tests.launcher.harness import Exchange, alive, wait_until
+from tests.launcher.harness import Exchange, alive, traded_volume, wait_until
 
 SERVICE_MODULES = (
     "services.order_book",
@@ -106,17 +106,8 @@ async def test_up_with_bots_trades_and_stops(tmp_path: Path, exchanges: list[Exc
     await asyncio.to_thread(exchange.start)
     children = exchange.services()
     assert len(children) == 6  # four services and two bots
-    async with Client.connect(
-        gateway_port=None, info_port=exchange.ports["info"], username="dave", password="dave-demo"
-    ) as dave:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        volume = 0
-        while volume == 0 and loop.time() < deadline:
-            volume = sum(q.volume for q in (await dave.quotes()).values())
-            if volume == 0:
-                await asyncio.sleep(0.2)  # polling a counter; there is no push for "some trade"
-        assert volume > 0, "the bots started by optivex up never traded"
+    volume = await traded_volume(exchange.ports["info"])
+    assert volume > 0, "the bots started by optivex up never traded"
     status = await asyncio.to_thread(exchange.stop)
     assert status == 0, exchange.stderr
     await asyncio.to_thread(wait_until, lambda: not any(alive(p) for p in children), 5, "exit")

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.sdk import Client
 from services.common.wire.client import client_ssl_context
 from services.launcher import Launcher, bot_argv, parse_args
-from tests.launcher.harness import Exchange
+from tests.launcher.harness import Exchange, traded_volume
 from tests.support.tls import Certificate, make_certificate
 
 SAMPLE = str(Path(__file__).resolve().parents[2] / "clients" / "data" / "sample-listings.csv")
@@ -107,21 +106,8 @@ async def test_up_with_bots_trades_over_tls(
     exchanges.append(exchange)
     await asyncio.to_thread(exchange.start)
     assert len(exchange.services()) == 6  # four services and two bots, still running
-    async with Client.connect(
-        gateway_port=None,
-        info_port=exchange.ports["info"],
-        username="dave",
-        password="dave-demo",
-        ssl=client_ssl_context(str(certificate.cert)),
-    ) as dave:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        volume = 0
-        while volume == 0 and loop.time() < deadline:
-            volume = sum(q.volume for q in (await dave.quotes()).values())
-            if volume == 0:
-                await asyncio.sleep(0.2)  # polling a counter; there is no push for "some trade"
-        assert volume > 0, "the bots started by optivex up never traded over TLS"
+    volume = await traded_volume(exchange.ports["info"], client_ssl_context(str(certificate.cert)))
+    assert volume > 0, "the bots started by optivex up never traded over TLS"
     assert len(exchange.services()) == 6  # no bot gave up
     status = await asyncio.to_thread(exchange.stop)
     assert status == 0, exchange.stderr
