@@ -45,7 +45,15 @@ from services.info.events import (
     TradeIds,
 )
 
-__all__ = ["BookMirror", "DepthView", "Mirror", "MirrorError", "SequenceGap", "TopView"]
+__all__ = [
+    "MAX_LEVEL_QUANTITY",
+    "BookMirror",
+    "DepthView",
+    "Mirror",
+    "MirrorError",
+    "SequenceGap",
+    "TopView",
+]
 
 TopView = tuple[int, int, int, int]
 """``(bid_ticks, bid_quantity, ask_ticks, ask_quantity)``; zeros for an empty side."""
@@ -55,6 +63,12 @@ DepthView = tuple[Levels, Levels]
 """``(bids best first, asks best first)`` as ``(price_ticks, quantity)`` pairs."""
 
 EMPTY_TOP: Final[TopView] = (0, 0, 0, 0)
+
+MAX_LEVEL_QUANTITY: Final = 2**31 - 1
+"""``PriceLevel.quantity`` is int32, but a level's total can exceed it (two maximal
+orders at one price). Views show such a level as 2**31-1, the value the wire
+carries, so a change hidden by that ceiling is no change (PROTOCOL.md: a message
+only when what a subscriber sees changed); the levels keep the exact sum."""
 
 
 class MirrorError(Exception):
@@ -109,6 +123,7 @@ class BookMirror:
         "ask_qty",
         "bid_prices",
         "bid_qty",
+        "big",
         "expect_cancel",
         "order_book_id",
         "orders",
@@ -133,6 +148,9 @@ class BookMirror:
         self.aggressor: _Aggressor | None = None
         self.expect_cancel: dict[int, int] = {}
         """IOC/FOK remainders (order id -> quantity) whose cancel is still to come."""
+        self.big = False
+        """Set (for good) once a level exceeded :data:`MAX_LEVEL_QUANTITY`: only then
+        do views pay for capping quantities."""
         # The latest depth view per side (best first) and how many levels it holds
         # (0: all); None once that side's levels changed. An event changes one side,
         # so the other side's view is handed out again as the same tuple, which the
@@ -163,6 +181,8 @@ class BookMirror:
             ask_qty = self.ask_qty[ask]
         else:
             ask = ask_qty = 0
+        if self.big:
+            return (bid, min(bid_qty, MAX_LEVEL_QUANTITY), ask, min(ask_qty, MAX_LEVEL_QUANTITY))
         return (bid, bid_qty, ask, ask_qty)
 
     def depth(self, levels: int = 0) -> DepthView:
@@ -190,6 +210,8 @@ class BookMirror:
         else:
             view = tuple([(p, qty[p]) for p in reversed(prices)])
             self._bid_view_depth = 0
+        if self.big:
+            view = _capped(view)
         self._bid_view = view
         return view
 
@@ -210,6 +232,8 @@ class BookMirror:
         else:
             view = tuple([(p, qty[p]) for p in prices])
             self._ask_view_depth = 0
+        if self.big:
+            view = _capped(view)
         self._ask_view = view
         return view
 
@@ -248,7 +272,10 @@ class BookMirror:
             levels[price] = quantity
             insort(prices, price)
         else:
-            levels[price] = current + quantity
+            current += quantity
+            levels[price] = current
+            if current > MAX_LEVEL_QUANTITY:
+                self.big = True
 
     def _take(self, side: int, price: int, quantity: int) -> None:
         """Remove ``quantity`` from a level (dropping the level when it empties)."""
@@ -264,6 +291,11 @@ class BookMirror:
         else:
             del levels[price]
             del prices[bisect_left(prices, price)]
+
+
+def _capped(levels: Levels) -> Levels:
+    """``levels`` with every quantity capped at :data:`MAX_LEVEL_QUANTITY`."""
+    return tuple([(p, q if q <= MAX_LEVEL_QUANTITY else MAX_LEVEL_QUANTITY) for p, q in levels])
 
 
 class Mirror:

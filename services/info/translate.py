@@ -32,13 +32,21 @@ from services.info.events import (
     OrderInserted,
     Trade,
 )
-from services.info.mirror import DepthView, Levels, Mirror, MirrorError, TopView
+from services.info.mirror import (
+    MAX_LEVEL_QUANTITY,
+    DepthView,
+    Levels,
+    Mirror,
+    MirrorError,
+    TopView,
+)
 from services.info.registry import Instrument
 
 __all__ = [
     "ASKS_TAG",
     "BIDS_TAG",
     "EVENT_TYPES",
+    "MAX_LEVEL_QUANTITY",
     "book_head",
     "depth_payload",
     "encode_levels",
@@ -261,11 +269,6 @@ def price_of(ticks: int, tick_size: float) -> float:
         price = cache[ticks] = from_ticks(ticks, tick_size)
     return price
 
-
-MAX_LEVEL_QUANTITY: Final = 2**31 - 1
-"""``PriceLevel.quantity`` is int32; a level's total can exceed it (two maximal
-orders at one price). The wire shows such a level as 2**31-1, never a wrapped
-negative number; the mirror keeps the exact sum."""
 
 BIDS_TAG: Final = 0x1A
 """Field 3, length-delimited: ``OnPriceDepthBook.bids`` and ``OnTopOfBook.best_bid``."""

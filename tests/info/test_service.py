@@ -312,3 +312,25 @@ async def test_deleting_the_book_retires_its_instrument(exchange: Exchange) -> N
     assert deleted.instrument_symbol == "ABC"
     response = await exchange.create_instrument_raw("ABC", book)
     assert response.error_message == f"order book {book} was deleted"
+
+
+async def test_a_change_hidden_by_int32_saturation_sends_nothing(exchange: Exchange) -> None:
+    """A level above 2**31-1 is published as 2**31-1; growing it further changes
+    nothing a subscriber can see, so neither top of book nor depth may send a
+    message (PROTOCOL.md: only when the best bid or ask, price or quantity, or the
+    depth-limited view changed)."""
+    big = 2**31 - 1
+    book = await exchange.instrument("ABC")
+    client = await exchange.client()
+    await client.next(MT.INFO_ON_INSTRUMENT)
+    await exchange.subscribe(client, "ABC", TOB)
+    await exchange.subscribe(client, "ABC", DEPTH)
+    await exchange.insert(book, SELL, 10.05, big)
+    assert top(await client.next(23)) == (0.0, 0, 10.05, big)
+    assert levels(await client.next(24)) == ([], [(10.05, big)])
+    await exchange.insert(book, SELL, 10.05, big)  # the level holds 2 * big: same on the wire
+    await exchange.insert(book, BUY, 10.00, 1)
+    after = await client.next(23)
+    assert (after.sequence_number, top(after)) == (3, (10.0, 1, 10.05, big))
+    depth = await client.next(24)
+    assert (depth.sequence_number, levels(depth)) == (3, ([(10.0, 1)], [(10.05, big)]))
