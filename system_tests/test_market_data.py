@@ -28,7 +28,15 @@ from system_tests.harness.checks import (
 )
 from system_tests.harness.conn import Conn, Frame
 from system_tests.harness.workload import run_workload
-from system_tests.harness.world import Instrument, World, cancel, insert, subscribe, unsubscribe
+from system_tests.harness.world import (
+    Instrument,
+    World,
+    amend,
+    cancel,
+    insert,
+    subscribe,
+    unsubscribe,
+)
 from system_tests.pb import info_pb2
 
 TOB, DEPTH, TRADE = 23, 24, 25
@@ -604,3 +612,77 @@ async def test_cancel_updates_the_book(world: World) -> None:
     ok(await cancel(alice, instrument.symbol, best), "cancel best")
     update = await _next(info, TOB, instrument, "update after cancelling the best bid")
     eq(top(update)[0], (9.00, 2), "best bid after the cancel")
+
+
+async def test_subscribe_before_login_changes_nothing(world: World) -> None:
+    """A subscribe before login is answered "not logged in" and changes nothing: after logging in the connection has no subscription, and a new one is numbered from 1."""
+    instrument = await world.create_instrument()
+    conn = await world.connect(world.target.info)
+    early = await subscribe(conn, instrument.symbol, TOP_OF_BOOK)
+    eq(early.error_message, "not logged in", "OrderBookSubscribeResponse before login")
+    user, password = world.participant(0)
+    response = await conn.login(user, password)
+    ok(response, "login after the refused subscribe")
+    refused(
+        await unsubscribe(conn, instrument.symbol, TOP_OF_BOOK),
+        "unsubscribe from the subscription refused before login",
+    )
+    await _subscribed(conn, instrument, TOP_OF_BOOK)
+
+
+async def test_subscribing_to_a_deleted_symbol_is_an_error(world: World) -> None:
+    """A deleted instrument is unknown: subscribing to it is an error, and quotes no longer list it."""
+    instrument = await world.create_instrument()
+    info = await world.info(0)
+    ok(await world.delete_instrument(instrument.symbol), "delete")
+    await info.expect(28, lambda m: m.instrument_symbol == instrument.symbol, "OnInstrumentDeleted")
+    refused(await subscribe(info, instrument.symbol, TOP_OF_BOOK), "subscribe to a deleted symbol")
+    refused(
+        await subscribe(info, instrument.symbol, PRICE_DEPTH_BOOK),
+        "depth subscribe to a deleted symbol",
+    )
+
+
+async def test_trades_flow_until_the_last_subscription_to_the_instrument_ends(
+    world: World,
+) -> None:
+    """OnTrade goes to a connection subscribed with either type: after unsubscribing one type the other still brings trades (once each); after unsubscribing both, none."""
+    instrument = await world.create_instrument()
+    info = await world.info(2 if len(world.target.participants) > 2 else 0)
+    await _subscribed(info, instrument, TOP_OF_BOOK)
+    await _subscribed(info, instrument, PRICE_DEPTH_BOOK)
+    alice, bob = await world.gateway(0), await world.gateway(1)
+    ok(await insert(alice, instrument.symbol, SELL, 10.00, 5), "maker")
+    ok(await unsubscribe(info, instrument.symbol, TOP_OF_BOOK), "unsubscribe top of book")
+    first = ok(await insert(bob, instrument.symbol, BUY, 10.00, 1), "trade #1")
+    await _next(info, TRADE, instrument, "OnTrade with only the depth subscription left")
+    ok(await unsubscribe(info, instrument.symbol, PRICE_DEPTH_BOOK), "unsubscribe depth")
+    ok(await insert(bob, instrument.symbol, BUY, 10.00, 1), "trade #2")
+    await world.info_barrier(info)
+    trades = [m for m in info.received(TRADE) if m.instrument_symbol == instrument.symbol]
+    eq(
+        [t.trade_id for t in trades],
+        list(first.trade_ids),
+        "OnTrade messages (only the trade made while subscribed, once)",
+    )
+
+
+async def test_crossing_amend_publishes_the_trade_then_the_book(world: World) -> None:
+    """An amend that crosses trades at the resting price: subscribers get the OnTrade, then a top of book reflecting it (never a crossed book)."""
+    instrument = await world.create_instrument()
+    alice, bob = await world.gateway(0), await world.gateway(1)
+    ok(await insert(alice, instrument.symbol, SELL, 10.05, 4), "ask")
+    bid = ok(await insert(bob, instrument.symbol, BUY, 10.00, 6), "bid").order_id
+    info = await _caught_up(world, 2 if len(world.target.participants) > 2 else 0)
+    state = await _subscribed(info, instrument, TOP_OF_BOOK)
+    eq(top(state), ((10.00, 6), (10.05, 4)), "top of book before the amend")
+    ok(await amend(bob, instrument.symbol, bid, 10.06, 6), "crossing amend")
+    trade = await _next(info, TRADE, instrument, "OnTrade of the crossing amend")
+    price_eq(trade.price, 10.05, "OnTrade.price (the resting order's)")
+    eq((trade.quantity, trade.aggressor_side), (4, BUY), "OnTrade (quantity, aggressor_side)")
+    update = await _next(info, TOB, instrument, "top of book after the amend")
+    eq(top(update), ((10.06, 2), None), "top of book after the amend (remainder rests)")
+    assert update.sequence_number == 2, (
+        f"top of book after the amend: expected sequence_number 2 (nothing transient or "
+        f"crossed before it), received {update.sequence_number}"
+    )
