@@ -474,3 +474,73 @@ async def test_deleted_book_is_absent_from_later_snapshots(world: World) -> None
     assert not stale, (
         f"snapshot after delete: expected nothing of book {instrument.book_id}, received {_describe(stale)}"
     )
+
+
+async def test_ioc_that_fills_completely_emits_no_cancel(world: World) -> None:
+    """An IOC with no remainder emits OnOrderInserted and its OnTrades only: OnOrderCancelled is for a remainder that is not left resting, and there is none."""
+    ob = await world.order_book()
+    book = (await world.create_book(ob)).order_book_id
+    maker = ok(await ob.request(_ob_insert(book, SELL, 10.0, 5)), "resting ask").order_id
+    taker = ok(await ob.request(_ob_insert(book, BUY, 10.0, 5, tif=IOC)), "IOC for all of it")
+    eq((taker.traded_quantity, taker.resting_quantity), (5, 0), "IOC (traded, resting)")
+    marker = ok(await ob.request(_ob_insert(book, BUY, 9.0, 1)), "marker insert").order_id
+    await _event(ob, 15, "OnOrderInserted of the marker", order_id=marker)
+    chain = [
+        f
+        for f in _events_of(ob, book)
+        if f.type == 17 or getattr(f.msg, "order_id", None) in (maker, taker.order_id)
+    ]
+    eq(
+        [f.type for f in chain],
+        [15, 15, 17],
+        f"events of a resting ask and an IOC that takes all of it ({_describe(chain)})",
+    )
+
+
+async def test_clearing_an_empty_book_succeeds_with_zero(world: World) -> None:
+    """Clearing a live book with no resting orders is a success that cancels 0 orders and emits no event."""
+    ob = await world.order_book()
+    book = (await world.create_book(ob)).order_book_id
+    response = ok(
+        await ob.request(order_book_pb2.ClearOrderBookRequest(order_book_id=book)), "clear"
+    )
+    eq(response.cancelled_orders, 0, "ClearOrderBookResponse.cancelled_orders of an empty book")
+    marker = ok(await ob.request(_ob_insert(book, BUY, 9.0, 1)), "marker insert").order_id
+    await _event(ob, 15, "OnOrderInserted of the marker", order_id=marker)
+    cancels = [f for f in _events_of(ob, book) if f.type == 16]
+    assert not cancels, f"clear of an empty book: expected no event, received {_describe(cancels)}"
+
+
+async def test_snapshot_carries_the_amended_price_and_remaining_quantity(world: World) -> None:
+    """The login snapshot is the current state: an amended, partly filled order appears at its new price with its remaining quantity."""
+    ob = await world.order_book()
+    book = (await world.create_book(ob)).order_book_id
+    order = ok(await ob.request(_ob_insert(book, BUY, 9.0, 10)), "bid").order_id
+    ok(
+        await ob.request(
+            order_book_pb2.AmendOrderRequest(
+                order_book_id=book,
+                order_id=order,
+                price=9.5,
+                quantity=8,
+                on_behalf_of_username="sys-a",
+            )
+        ),
+        "amend to 9.5 x 8",
+    )
+    ok(await ob.request(_ob_insert(book, SELL, 9.5, 3, user="sys-b", tif=IOC)), "sell 3 into it")
+    late = await world.order_book()
+    marker = ok(await late.request(_ob_insert(book, SELL, 20.0, 1)), "marker insert").order_id
+    await _event(late, 15, "OnOrderInserted of the marker", order_id=marker)
+    snapshot = [
+        f.msg
+        for f in late.frames
+        if f.type == 15 and f.msg.sequence_number == 0 and f.msg.order_id == order
+    ]
+    eq(len(snapshot), 1, f"snapshot OnOrderInserted messages for order {order}")
+    price_eq(snapshot[0].price, 9.5, "snapshot price of an amended order (its new price)")
+    eq(
+        (snapshot[0].quantity, list(snapshot[0].trade_ids), snapshot[0].side),
+        (5, [], BUY),
+        "snapshot (remaining quantity, trade_ids, side) of an amended, partly filled order",
+    )
