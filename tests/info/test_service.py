@@ -334,3 +334,44 @@ async def test_a_change_hidden_by_int32_saturation_sends_nothing(exchange: Excha
     assert (after.sequence_number, top(after)) == (3, (10.0, 1, 10.05, big))
     depth = await client.next(24)
     assert (depth.sequence_number, levels(depth)) == (3, ([(10.0, 1)], [(10.05, big)]))
+
+
+class _AnnounceDuringLogin:
+    """An authenticator that lets ``during`` run right after a login succeeded but
+    before Info's login hook: the wire layer marks the session logged in first."""
+
+    def __init__(self, inner: Any, during: Any) -> None:
+        self.inner = inner
+        self.during = during
+
+    async def authenticate(self, username: str, password: str, peer: str) -> Any:
+        user = await self.inner.authenticate(username, password, peer)
+        asyncio.get_running_loop().call_soon(self.during)
+        return user
+
+
+async def test_an_instrument_created_during_a_login_is_announced_once(
+    exchange: Exchange,
+) -> None:
+    """Each instrument reaches a connection in exactly one OnInstrument, also when it
+    is created between the wire layer's login and Info's listing of live
+    instruments (PROTOCOL.md: one for each live instrument, then one for each new)."""
+    info = exchange.info
+    assert info is not None
+    book = await exchange.create_book()
+    request = info_pb2.CreateInstrumentRequest(
+        request_id=1,
+        instrument=common_pb2.Instrument(symbol="NEW"),
+        tick_size=0.01,
+        order_book_id=book,
+    )
+    results: list[Any] = []
+    info.server.authenticator = _AnnounceDuringLogin(
+        info.server.authenticator,
+        lambda: results.append(info.create_instrument(None, request)),  # type: ignore[arg-type]
+    )
+    client = await exchange.client()
+    assert results and results[0].error_message == ""
+    announced = await client.next(MT.INFO_ON_INSTRUMENT)
+    assert announced.instrument.symbol == "NEW"
+    await client.expect_silence(0.2)
