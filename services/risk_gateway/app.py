@@ -3,8 +3,11 @@
 Wiring (the logic lives in the pure modules and the handlers):
 
 * a :class:`WireServer` on the Gateway port, admitting ``participant`` and
-  ``admin`` logins. Types 40/42/46 are served to participants only (an admin
-  gets ``ON_ERROR`` "not permitted": admins own no orders); 50-57 to both;
+  ``admin`` logins and serving every type of the port (40/42/46 and 50-57) to
+  both: PROTOCOL.md section 3 restricts none of them to one role, and section 5
+  lets an admin set "the admin layer of the user it names (itself when empty)",
+  which only binds a user who trades. An admin trades as itself, like a
+  participant (its own orders only, its fills pushed to it);
 * a :class:`~services.risk_gateway.upstream.Link` to the Order Book whose event
   stream (login snapshot, then live events) feeds the
   :class:`~services.risk_gateway.orders.OrderTable`, which keeps exposures and
@@ -14,8 +17,8 @@ Wiring (the logic lives in the pure modules and the handlers):
 * the :class:`~services.risk_gateway.limits.RiskEngine` and the
   :class:`~services.risk_gateway.store.RiskStore` that journals it.
 
-Every connection of a participant is tracked by username, so a fill reaches
-every connection of its owner and nobody else's.
+Every logged-in connection is tracked by username, so a fill reaches every
+connection of its owner and nobody else's.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from services.risk_gateway.upstream import Link
 log = logging.getLogger("optivex.risk_gateway")
 
 MT = common_pb2.MessageType
-PARTICIPANT: Final = frozenset({int(Role.PARTICIPANT)})
 PARTICIPANT_OR_ADMIN: Final = frozenset({int(Role.PARTICIPANT), int(Role.ADMIN)})
 HOUSEKEEPING_S: Final = 0.5
 """How often expired window history moves to the coarse tier. Often, so each
@@ -134,9 +136,9 @@ class RiskGatewayApp:
         self.execution = ExecutionHandlers(self)
         self.limits = LimitHandlers(self)
         routes = [
-            Route(MT.EXECUTION_INSERT_ORDER_REQUEST, self.execution.insert, PARTICIPANT),
-            Route(MT.EXECUTION_CANCEL_ORDER_REQUEST, self.execution.cancel, PARTICIPANT),
-            Route(MT.EXECUTION_AMEND_ORDER_REQUEST, self.execution.amend, PARTICIPANT),
+            Route(MT.EXECUTION_INSERT_ORDER_REQUEST, self.execution.insert, PARTICIPANT_OR_ADMIN),
+            Route(MT.EXECUTION_CANCEL_ORDER_REQUEST, self.execution.cancel, PARTICIPANT_OR_ADMIN),
+            Route(MT.EXECUTION_AMEND_ORDER_REQUEST, self.execution.amend, PARTICIPANT_OR_ADMIN),
             Route(
                 MT.RISK_LIMITS_GET_USER_RISK_LIMITS_REQUEST,
                 self.limits.get_user,
@@ -315,8 +317,9 @@ class RiskGatewayApp:
     # ------------------------------------------------------------------ sessions
 
     def on_login(self, session: Session) -> None:
-        if session.role == Role.PARTICIPANT:
-            self.sessions.setdefault(session.username, set()).add(session)
+        """Track the connection under its user: participants and admins both
+        trade (see the module docstring), so both get their fills."""
+        self.sessions.setdefault(session.username, set()).add(session)
 
     def on_close(self, session: Session) -> None:
         sessions = self.sessions.get(session.username)

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from services.common.pb import common_pb2, execution_pb2
-from services.common.wire.errors import RemoteError
 from services.risk_gateway import execution
 from tests.risk_gateway.conftest import BUY, FOK, IOC, MT, SELL, Exchange, Trader
 from tests.support.inprocess import DEMO_PASSWORDS
@@ -243,15 +240,41 @@ async def test_the_order_carries_the_authenticated_user(exchange: Exchange) -> N
     assert resting.order_id == order.order_id and resting.username == "alice"
 
 
-async def test_admins_may_not_trade_but_may_log_in(exchange: Exchange) -> None:
+async def test_an_admin_trades_as_itself_within_its_admin_layer(exchange: Exchange) -> None:
+    """PROTOCOL.md section 3 admits participants and admins to the Gateway and lists
+    40/42/46 among the types it accepts, without restricting them to one role (the
+    Info row shows how a per-role restriction is written); section 5 lets an admin
+    write "the admin layer of the user it names (itself when empty)", which only
+    binds someone who trades. So an admin trades like a participant: as itself,
+    only its own orders, its fills pushed to it, its admin layer enforced."""
     await exchange.create("AAPL")
     admin = await exchange.trader("admin")
-    with pytest.raises(RemoteError, match="not permitted"):
-        await admin.insert("AAPL", BUY, 10.0, 1)
-    with pytest.raises(RemoteError, match="not permitted"):
-        await admin.cancel("AAPL", 1)
-    with pytest.raises(RemoteError, match="not permitted"):
-        await admin.amend("AAPL", 1, 10.0, 1)
+    alice = await exchange.trader("alice")
+    theirs = await alice.insert("AAPL", BUY, 9.0, 5)
+    mine = await admin.insert("AAPL", SELL, 10.0, 4)
+    assert mine.error_message == "" and mine.resting_quantity == 4
+    (resting,) = [o for o in exchange.book.engine.resting_orders() if o.order_id == mine.order_id]
+    assert resting.username == "admin"
+    # Someone else's order stays out of reach, exactly like an unknown one.
+    assert (await admin.cancel("AAPL", theirs.order_id)).error_message == execution.UNKNOWN_ORDER
+    amended = await admin.amend("AAPL", mine.order_id, 10.0, 3)
+    assert amended.error_message == "" and amended.resting_quantity == 3
+    hit = await alice.insert("AAPL", BUY, 10.0, 1)
+    assert hit.traded_quantity == 1
+    await admin.wait_pushes(1)
+    (fill,) = admin.fills()
+    assert (fill.order_id, fill.side, fill.quantity, fill.remaining_quantity) == (
+        mine.order_id,
+        SELL,
+        1,
+        2,
+    )
+    # Its own admin layer (written without a name) binds it.
+    assert (await admin.set_user_limits(max_outstanding_quantity=3)).error_message == ""
+    refused = await admin.insert("AAPL", SELL, 10.0, 2)
+    assert "max_outstanding_quantity" in refused.error_message
+    cancelled = await admin.cancel("AAPL", mine.order_id)
+    assert cancelled.error_message == "" and cancelled.cancelled_quantity == 2
 
 
 async def test_amend_moves_and_trades(exchange: Exchange) -> None:
