@@ -46,9 +46,19 @@ def _rolling_from_pb(message: Any) -> RollingLimit:
     return RollingLimit(int(message.limit), int(message.window_in_seconds))
 
 
-def _rolling_to_pb(value: RollingLimit, message: Any) -> None:
-    message.limit = value.limit
-    message.window_in_seconds = value.window_s
+def _rolling_to_pb(value: RollingLimit, parent: Any, field: str) -> None:
+    """Set ``parent.<field>`` to ``value``, leaving it absent when both are 0.
+
+    Why absent: a Get must read back the layer as it was set. Assigning even a
+    zero to a sub-message's field makes the sub-message present (an empty
+    ``RollingWindowLimit`` on the wire), so a layer set without a rolling limit
+    would come back unequal to the message that set it. An unset window and an
+    all-zero one mean the same ("no limit"), and unset is how clients say it.
+    """
+    if value.limit or value.window_s:
+        message = getattr(parent, field)
+        message.limit = value.limit
+        message.window_in_seconds = value.window_s
 
 
 def user_limits_from_pb(message: Any) -> UserLimits:
@@ -61,7 +71,7 @@ def user_limits_from_pb(message: Any) -> UserLimits:
 def user_limits_to_pb(limits: UserLimits, message: Any) -> None:
     message.SetInParent()
     message.max_outstanding_quantity = limits.max_outstanding_quantity
-    _rolling_to_pb(limits.message_rate_rolling_limit, message.message_rate_rolling_limit)
+    _rolling_to_pb(limits.message_rate_rolling_limit, message, "message_rate_rolling_limit")
 
 
 def instrument_limits_from_pb(message: Any) -> InstrumentLimits:
@@ -76,8 +86,8 @@ def instrument_limits_from_pb(message: Any) -> InstrumentLimits:
 def instrument_limits_to_pb(limits: InstrumentLimits, message: Any) -> None:
     message.max_outstanding_quantity = limits.max_outstanding_quantity
     message.max_outstanding_amount = limits.max_outstanding_amount
-    _rolling_to_pb(limits.order_quantity_rolling_limit, message.order_quantity_rolling_limit)
-    _rolling_to_pb(limits.order_amount_rolling_limit, message.order_amount_rolling_limit)
+    _rolling_to_pb(limits.order_quantity_rolling_limit, message, "order_quantity_rolling_limit")
+    _rolling_to_pb(limits.order_amount_rolling_limit, message, "order_amount_rolling_limit")
 
 
 # ---------------------------------------------------------------------- the event stream

@@ -68,6 +68,36 @@ async def test_a_participant_reads_both_layers_and_writes_its_own(exchange: Exch
     assert as_admin_sees.admin_user_risk_limits == mine.admin_user_risk_limits
 
 
+async def test_get_returns_each_layer_as_it_was_set(exchange: Exchange) -> None:
+    """A layer reads back as the message that set it, byte for byte: an unset
+    (or all-zero) RollingWindowLimit stays absent rather than coming back as an
+    empty sub-message, so a client comparing what it set with what it reads
+    (``==`` on the messages, or their bytes) sees them equal."""
+    alice = await exchange.trader("alice")
+    admin = await exchange.trader("admin")
+    own = rl.UserRiskLimits(max_outstanding_quantity=10)
+    ceiling = rl.UserRiskLimits(message_rate_rolling_limit=window(5, 0))
+    assert (await alice.set_user_limits(max_outstanding_quantity=10)).error_message == ""
+    answer = await admin.set_user_limits("alice", message_rate_rolling_limit=window(5, 0))
+    assert answer.error_message == ""
+    got = await get_user(alice)
+    assert got.user_risk_limits == own
+    assert got.admin_user_risk_limits == ceiling
+    assert got.user_risk_limits.SerializeToString() == own.SerializeToString()
+    entry = rl.InstrumentRiskLimits(
+        max_outstanding_amount=99.5, order_amount_rolling_limit=window(0, 60)
+    )
+    answer = await alice.set_instrument_limits(
+        "AAPL", max_outstanding_amount=99.5, order_amount_rolling_limit=window(0, 60)
+    )
+    assert answer.error_message == ""
+    got_instruments = await get_instruments(alice)
+    assert dict(got_instruments.risk_limits_by_instrument) == {"AAPL": entry}
+    assert got_instruments.risk_limits_by_instrument["AAPL"].SerializeToString() == (
+        entry.SerializeToString()
+    )
+
+
 async def test_a_participant_may_name_only_itself(exchange: Exchange) -> None:
     alice = await exchange.trader("alice")
     assert (await get_user(alice, "bob")).error_message == limits_api.NOT_YOURS
