@@ -60,6 +60,27 @@ async def test_length_below_four_gets_on_error_then_close(world: World, port: st
 
 
 @port_param
+async def test_request_before_a_bad_length_in_the_same_write_is_answered_first(
+    world: World, port: str
+) -> None:
+    """ "Read exactly `length` bytes, however the TCP stream splits or coalesces them":
+    a good request coalesced with a bad length is answered as if it had come alone,
+    then ON_ERROR and the close."""
+    conn = await logged_in(world, port)
+    request = probe(port)
+    request.request_id = 77  # type: ignore[attr-defined]
+    good = encode_frame(type_of(request), request.SerializeToString())
+    conn.send_raw(good + struct.pack(">I", 2) + b"\x00\x00")
+    response = await conn.expect_next(
+        RESPONSE_OF[type_of(request)],
+        what=f"the answer to {name_of(type_of(request))} sent in the same write as a bad length",
+    )
+    eq(response.request_id, 77, "request_id of that answer")
+    await conn.expect(ON_ERROR, what="ON_ERROR for the frame with length 2 after it")
+    await conn.expect_closed(what="after a frame with length < 4")
+
+
+@port_param
 async def test_length_above_maximum_gets_on_error_then_close(world: World, port: str) -> None:
     """`length` above the configured maximum (default 1 MiB): ON_ERROR, then close; the body is never awaited."""
     conn = await logged_in(world, port)

@@ -106,10 +106,26 @@ def test_maximum_length_is_inclusive_and_adjustable() -> None:
     assert decoder.feed(encode_frame(0, b"y" * 5000)) == [(0, b"y" * 5000)]
 
 
-def test_frames_before_a_bad_length_in_the_same_read_are_not_returned() -> None:
-    good = encode_frame(3, b"")
-    with pytest.raises(FrameError):
-        FrameDecoder().feed(good + (2).to_bytes(4, "big"))
+@pytest.mark.parametrize("split", [False, True])
+def test_frames_before_a_bad_length_in_the_same_read_travel_in_the_error(split: bool) -> None:
+    """Good frames ahead of a bad length are handed over (in the error), whether
+    or not an earlier call left part of them buffered."""
+    good = encode_frame(3, b"") + encode_frame(40, b"\x08\x05")
+    decoder = FrameDecoder()
+    stream = good + (2).to_bytes(4, "big")
+    if split:
+        assert decoder.feed(stream[:5]) == []
+        stream = stream[5:]
+    with pytest.raises(FrameError) as caught:
+        decoder.feed(stream)
+    assert caught.value.frames == [(3, b""), (40, b"\x08\x05")]
+    assert "below the minimum" in caught.value.reason
+
+
+def test_a_bad_length_alone_carries_no_frames() -> None:
+    with pytest.raises(FrameError) as caught:
+        FrameDecoder(max_length=100).feed((101).to_bytes(4, "big") + (40).to_bytes(4, "big"))
+    assert caught.value.frames == [] and caught.value.message_type == 40
 
 
 def test_decoder_is_pure() -> None:

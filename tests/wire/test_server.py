@@ -200,6 +200,34 @@ async def test_length_below_four_errors_then_closes(harness: Harness) -> None:
     await assert_healthy(harness)
 
 
+@pytest.mark.parametrize("bad_length", [2, 0xFFFFFFFF])
+async def test_requests_before_a_bad_length_in_the_same_read_are_answered_first(
+    harness: Harness, bad_length: int
+) -> None:
+    """PROTOCOL.md: frames are read "however the TCP stream splits or coalesces
+    them". Two good requests and a bad length in one write get what they would
+    get in three reads: both answers, in order, then ON_ERROR and the close."""
+    client = await harness.logged_in()
+    good = b"".join(
+        encode_frame(
+            MT.EXECUTION_CANCEL_ORDER_REQUEST,
+            execution_pb2.CancelOrderRequest(request_id=i, order_id=10 + i).SerializeToString(),
+        )
+        for i in (7, 8)
+    )
+    client.send_raw(good + bad_length.to_bytes(4, "big") + (40).to_bytes(4, "big"))
+    frames = await client.expect_closed()
+    assert [kind for kind, _ in frames] == [
+        MT.EXECUTION_CANCEL_ORDER_RESPONSE,
+        MT.EXECUTION_CANCEL_ORDER_RESPONSE,
+        MT.ON_ERROR,
+    ]
+    answers = [execution_pb2.CancelOrderResponse.FromString(p) for _, p in frames[:2]]
+    assert [(a.request_id, a.cancelled_quantity) for a in answers] == [(7, 17), (8, 18)]
+    assert "frame length" in common_pb2.OnError.FromString(frames[2][1]).error_message
+    await assert_healthy(harness)
+
+
 async def test_length_over_limit_errors_then_closes(harness: Harness) -> None:
     client = await harness.logged_in()
     client.send_raw((0xFFFFFFFF).to_bytes(4, "big") + (40).to_bytes(4, "big"))

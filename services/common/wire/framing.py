@@ -37,12 +37,18 @@ class FrameError(Exception):
 
     ``message_type`` is the type field when it could be read (0 otherwise), so
     the caller can name it in its ``ON_ERROR`` before closing the connection.
+    ``frames`` are the whole frames that came before the bad length in the
+    same :meth:`FrameDecoder.feed` call: they are as good as if TCP had
+    delivered them in a read of their own, so the caller handles them first.
     """
 
-    def __init__(self, reason: str, message_type: int = 0) -> None:
+    def __init__(
+        self, reason: str, message_type: int = 0, frames: list[tuple[int, bytes]] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.message_type = message_type
+        self.frames: list[tuple[int, bytes]] = frames if frames is not None else []
 
 
 def encode_frame(message_type: int, payload: bytes) -> bytes:
@@ -73,9 +79,12 @@ class FrameDecoder:
         """Add ``data`` and return every frame it completes as ``(type, payload)``.
 
         Raises :class:`FrameError` for ``length < 4`` or ``length`` above
-        ``max_length``.  Frames decoded before the bad one in the same call are
-        lost with the connection, which is what the protocol asks (the stream
-        cannot be trusted past a bad length).
+        ``max_length``; the frames completed before the bad length in the same
+        call travel in the error (``FrameError.frames``).  PROTOCOL.md: a
+        reader reads frames "however the TCP stream splits or coalesces them",
+        so a good request must not be lost because a bad length happened to
+        arrive in the same read; only what follows the bad length is
+        untrustworthy.
         """
         buf = self._buf
         if buf:
@@ -95,7 +104,7 @@ class FrameDecoder:
             # header; only a tail of 4-7 bytes needs the length alone (below).
             length, message_type = unpack_header(view, pos)
             if length < MIN_LENGTH or length > max_length:
-                self._raise_bad_length(length, max_length, message_type)
+                self._raise_bad_length(length, max_length, message_type, frames)
             stop = pos + 4 + length
             if stop > end:
                 break
@@ -104,15 +113,19 @@ class FrameDecoder:
         if 4 <= end - pos < 8:
             (length,) = LENGTH.unpack_from(view, pos)
             if length < MIN_LENGTH or length > max_length:
-                self._raise_bad_length(length, max_length, 0)
+                self._raise_bad_length(length, max_length, 0, frames)
         if buf:
             del buf[:pos]
         elif pos < end:
             self._buf = bytearray(view[pos:])
         return frames
 
-    def _raise_bad_length(self, length: int, max_length: int, message_type: int) -> NoReturn:
+    def _raise_bad_length(
+        self, length: int, max_length: int, message_type: int, frames: list[tuple[int, bytes]]
+    ) -> NoReturn:
         self._buf = bytearray()
         if length < MIN_LENGTH:
-            raise FrameError(f"frame length {length} is below the minimum of 4", message_type)
-        raise FrameError(f"frame length {length} exceeds the maximum of {max_length}", message_type)
+            reason = f"frame length {length} is below the minimum of 4"
+        else:
+            reason = f"frame length {length} exceeds the maximum of {max_length}"
+        raise FrameError(reason, message_type, frames)

@@ -134,8 +134,16 @@ class Session(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except FrameError as exc:
-            self.close_with_error(exc.message_type, exc.reason)
+            # The whole frames before the bad length are handled as if they had
+            # come in a read of their own (answers included), then the error.
+            self._handle(exc.frames)
+            if not self.closed:
+                self.close_with_error(exc.message_type, exc.reason)
             return
+        self._handle(frames)
+
+    def _handle(self, frames: list[tuple[int, bytes]]) -> None:
+        """Dispatch one read's frames, then the server's ``after_read`` hook."""
         if self._blocked:
             self._backlog.extend(frames)
             if len(self._backlog) > MAX_BACKLOG_FRAMES:
