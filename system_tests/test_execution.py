@@ -138,6 +138,32 @@ async def test_someone_elses_order_looks_exactly_like_an_unknown_one(
     eq(taken.traded_quantity, 5, "alice's order after the refused attempt (unchanged)")
 
 
+async def test_an_admin_on_the_gateway_trades_as_itself(world: World) -> None:
+    """The Risk Gateway admits participants and admins and accepts 40/42/46 without restricting them to a role (section 3): an admin inserts, amends and cancels its own orders and gets its fills, but cannot touch someone else's order."""
+    instrument = await world.create_instrument()
+    admin = await world.admin_conn(world.target.gateway)
+    alice = await world.gateway(0)
+    theirs = ok(await insert(alice, instrument.symbol, BUY, 9.00, 5), "alice's order").order_id
+    mine = ok(await insert(admin, instrument.symbol, SELL, 10.00, 4), "the admin's insert")
+    eq(mine.resting_quantity, 4, "the admin's order rests")
+    refused(await cancel(admin, instrument.symbol, theirs), "the admin's cancel of alice's order")
+    eq(
+        ok(
+            await amend(admin, instrument.symbol, mine.order_id, 10.00, 3), "amend"
+        ).resting_quantity,
+        3,
+        "AmendOrderResponse.resting_quantity",
+    )
+    ok(await insert(alice, instrument.symbol, BUY, 10.00, 1), "alice hits the admin's order")
+    fill = await admin.expect(44, has(order_id=mine.order_id), "the admin's OnFill")
+    eq((fill.side, fill.quantity, fill.remaining_quantity), (SELL, 1, 2), "OnFill fields")
+    eq(
+        ok(await cancel(admin, instrument.symbol, mine.order_id), "cancel").cancelled_quantity,
+        2,
+        "CancelOrderResponse.cancelled_quantity",
+    )
+
+
 async def test_client_order_id_resend_returns_the_original_outcome(world: World) -> None:
     """Resending an insert with a client_order_id the user has used before returns the original outcome (same order_id, trades and quantities, whatever the resend says) and inserts nothing; also on another connection."""
     instrument = await world.create_instrument()
