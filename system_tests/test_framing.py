@@ -137,6 +137,9 @@ async def test_type_not_served_gets_on_error_and_connection_stays(world: World, 
     conn.send_frame(kind, b"\x08\x2a")  # request_id = 42
     error = await conn.expect(ON_ERROR, what=f"ON_ERROR for {name_of(kind)} (not served here)")
     eq(error.message_type, kind, f"OnError.message_type for {name_of(kind)} sent to {port}")
+    # OnError field 3: "request_id (when it could be read)"; this payload is a
+    # request of that type carrying request_id 42, so it can be.
+    eq(error.request_id, 42, f"OnError.request_id for {name_of(kind)} sent to {port}")
     await alive(conn, port, f"after {name_of(kind)} on the {port} port")
 
 

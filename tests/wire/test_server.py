@@ -278,6 +278,30 @@ async def test_bad_type_or_payload_errors_and_keeps_connection(
     await assert_healthy(harness)
 
 
+@pytest.mark.parametrize(
+    ("frame", "request_id"),
+    [
+        (encode_frame(999, b"\x08\x07\x12\x01x"), 7),  # unknown type: field 1 by convention
+        (encode_frame(30, b"\x08\x0c\x12\x01A"), 12),  # a request type served elsewhere
+        # an event type keeps another id in field 1 (OnTrade.trade_id): none to echo
+        (encode_frame(MT.INFO_ON_TRADE, b"\x08\x0c"), 0),
+        (encode_frame(42, b"\x08\x05\xff\xff\xff"), 5),  # id readable, rest garbage
+        (encode_frame(999, b"\x08" + b"\xff" * 9 + b"\x01"), -1),  # int64, two's complement
+        (encode_frame(999, b"\x08\xff"), 0),  # a truncated varint is not an id
+        (encode_frame(30, b"\x12\x01A"), 0),  # no request_id at all
+    ],
+)
+async def test_on_error_carries_the_request_id_when_it_can_be_read(
+    harness: Harness, frame: bytes, request_id: int
+) -> None:
+    """PROTOCOL.md: ON_ERROR field 3 is the request_id "when it could be read"."""
+    client = await harness.logged_in()
+    client.send_raw(frame)
+    kind, error = await client.recv()
+    assert kind == MT.ON_ERROR
+    assert error.request_id == request_id
+
+
 async def test_role_not_permitted_gets_on_error(harness: Harness) -> None:
     client = await harness.logged_in("root")  # admin may cancel but not insert here
     client.send(execution_pb2.InsertOrderRequest(request_id=12, price=1, quantity=1))

@@ -37,6 +37,7 @@ __all__ = [
     "double_bytes",
     "double_field",
     "int_field",
+    "leading_int64_field1",
     "packed_field",
     "packed_varints",
     "string_field",
@@ -176,3 +177,25 @@ def packed_field(field_number: int, values: Iterable[int]) -> bytes:
     if not body:
         return b""
     return tag(field_number, WIRE_LENGTH) + varint(len(body)) + body
+
+
+def leading_int64_field1(payload: bytes) -> int:
+    """Field 1 read as an int64 varint when it is the first thing in ``payload``, else 0.
+
+    Why: an ``ON_ERROR`` carries the offending request's ``request_id`` "when it
+    could be read" (PROTOCOL.md), also for a type the port does not serve or a
+    payload that does not parse as a whole.  Every request keeps ``request_id``
+    in field 1, and encoders write fields in number order, so a request's id is
+    its payload's first varint.  A truncated or over-long varint reads as 0.
+    """
+    if not payload or payload[0] != 0x08:
+        return 0
+    value = 0
+    shift = 0
+    for byte in payload[1:11]:
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            value &= _MASK64
+            return value - (1 << 64) if value >> 63 else value
+        shift += 7
+    return 0

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from services.common.pb import common_pb2
 from services.common.wire import errors
 from services.common.wire.framing import HEADER, FrameDecoder, FrameError, encode_frame
+from services.common.wire.pbenc import leading_int64_field1
 from services.common.wire.registry import MESSAGE_CLASSES, RESPONSE_TYPE, type_name
 
 if TYPE_CHECKING:
@@ -177,14 +178,20 @@ class Session(asyncio.Protocol):
                 return
             if message_type in MESSAGE_CLASSES:
                 reason = errors.not_served(message_type, type_name(message_type))
+                request_id = _request_id_of(message_type, payload)
             else:
                 reason = errors.unknown_type(message_type)
-            self.send_error(message_type, reason)
+                request_id = leading_int64_field1(payload)
+            self.send_error(message_type, reason, request_id)
             return
         try:
             message = route.message_class.FromString(payload)
         except DecodeError:
-            self.send_error(message_type, errors.unparsable(message_type, type_name(message_type)))
+            self.send_error(
+                message_type,
+                errors.unparsable(message_type, type_name(message_type)),
+                leading_int64_field1(payload),
+            )
             return
         if self.user is None:
             self._refuse(message_type, message, errors.NOT_LOGGED_IN, route.response_class)
@@ -463,3 +470,16 @@ class Session(asyncio.Protocol):
         self.closed = True
         if transport is not None:
             transport.abort()
+
+
+def _request_id_of(message_type: int, payload: bytes) -> int:
+    """The ``request_id`` of a known type's payload for its ``ON_ERROR`` (0 if none).
+
+    Only types whose field 1 *is* ``request_id`` have one: an event sent to a
+    port (``OnTrade``, say) keeps another id in field 1.
+    """
+    fields = MESSAGE_CLASSES[message_type].DESCRIPTOR.fields_by_number
+    field = fields.get(1)
+    if field is None or field.name != "request_id":
+        return 0
+    return leading_int64_field1(payload)
