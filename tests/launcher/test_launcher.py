@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,6 @@ def module_of(pid: int) -> str:
 
 def services_by_module(exchange: Exchange) -> dict[str, int]:
     return {module_of(pid): pid for pid in exchange.services() if module_of(pid) in SERVICE_MODULES}
-
-
-@pytest.fixture
-def exchanges() -> Iterator[list[Exchange]]:
-    started: list[Exchange] = []
-    yield started
-    for exchange in started:
-        exchange.kill_tree()
 
 
 async def test_up_ready_and_clean_stop(tmp_path: Path, exchanges: list[Exchange]) -> None:

@@ -10,7 +10,6 @@ both).  The last test runs the whole thing: bots that trade over TLS.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ SAMPLE = str(Path(__file__).resolve().parents[2] / "clients" / "data" / "sample-
 @pytest.fixture
 def certificate(tmp_path: Path) -> Certificate:
     return make_certificate(tmp_path)
-
-
-@pytest.fixture
-def exchanges() -> Iterator[list[Exchange]]:
-    started: list[Exchange] = []
-    yield started
-    for exchange in started:
-        exchange.kill_tree()
 
 
 def tls_config(path: Path, certificate: Certificate, *, gateway: bool = True) -> Path:

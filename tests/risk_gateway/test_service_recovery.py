@@ -23,7 +23,7 @@ from services.risk_gateway import app as app_module
 from services.risk_gateway import compaction as compaction_module
 from services.risk_gateway import execution
 from services.risk_gateway.app import RiskGatewayApp
-from tests.risk_gateway.conftest import BUY, MT, Exchange, _fast_verify
+from tests.risk_gateway.conftest import BUY, MT, Exchange, Trader, _fast_verify
 from tests.support.inprocess import DEMO_PASSWORDS, demo_users
 from tests.wire.rawclient import RawClient
 
@@ -267,6 +267,21 @@ async def test_an_unreadable_risk_state_refuses_to_start(tmp_path: Path) -> None
         raise AssertionError("started on an unreadable risk state")
 
 
+async def _alice_with_quantity_window(exchange: Exchange, limit: int) -> Trader:
+    """AAPL created, and alice trading it under an admin-set 60 s quantity window."""
+    await exchange.create("AAPL")
+    alice = await exchange.trader("alice")
+    admin = await exchange.trader("admin")
+    await admin.set_instrument_limits(
+        "AAPL",
+        "alice",
+        order_quantity_rolling_limit=risk_limits_pb2.RollingWindowLimit(
+            limit=limit, window_in_seconds=60
+        ),
+    )
+    return alice
+
+
 async def test_compacting_while_serving_keeps_every_record(
     exchange: Exchange, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -276,16 +291,7 @@ async def test_compacting_while_serving_keeps_every_record(
     app = gateway(exchange)
     clock = exchange.clock
     assert isinstance(clock, ManualClock)
-    await exchange.create("AAPL")
-    alice = await exchange.trader("alice")
-    admin = await exchange.trader("admin")
-    await admin.set_instrument_limits(
-        "AAPL",
-        "alice",
-        order_quantity_rolling_limit=risk_limits_pb2.RollingWindowLimit(
-            limit=10, window_in_seconds=60
-        ),
-    )
+    alice = await _alice_with_quantity_window(exchange, 10)
     assert (await alice.insert("AAPL", BUY, 9.0, 4, tif=1)).error_message == ""
     compaction = asyncio.create_task(app.compact())
     await asyncio.sleep(0)  # begun: state copied, new records go to the next journal
@@ -326,16 +332,7 @@ async def test_compactions_the_housekeeping_starts_keep_every_record(
     finished: list[None] = []
     finish = app.store.finish_compaction
     monkeypatch.setattr(app.store, "finish_compaction", lambda: finished.append(finish()))
-    await exchange.create("AAPL")
-    alice = await exchange.trader("alice")
-    admin = await exchange.trader("admin")
-    await admin.set_instrument_limits(
-        "AAPL",
-        "alice",
-        order_quantity_rolling_limit=risk_limits_pb2.RollingWindowLimit(
-            limit=30, window_in_seconds=60
-        ),
-    )
+    alice = await _alice_with_quantity_window(exchange, 30)
     for number in range(15):
         reply = await alice.insert("AAPL", BUY, 9.0, 2, tif=1, client_order_id=f"c{number}")
         assert reply.error_message == ""
