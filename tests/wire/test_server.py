@@ -538,3 +538,27 @@ async def test_client_after_read_follows_the_answers_of_a_read(harness: Harness)
         assert seen[0] == "answer 4" and seen[-1] == "after_read"
     finally:
         conn.close()
+
+
+async def test_broadcast_reaches_a_session_only_after_its_login_hook(harness: Harness) -> None:
+    """A push sent while a session's ``on_login`` hook runs (or in the step
+    between its login answer and the hook) is not for it: the hook sends it the
+    current state, and the push would arrive ahead of that or twice."""
+    first = await harness.logged_in()
+    hook = harness.service.on_login
+
+    def on_login(session: Session) -> None:
+        harness.server.broadcast(MT.INFO_ON_INSTRUMENT, info_pb2.OnInstrument(order_book_id=99))
+        hook(session)
+
+    harness.service.on_login = on_login  # type: ignore[method-assign]
+    second = await harness.client()
+    assert (await second.login("alice", "alice-pw")).error_message == ""
+    kind, welcome = await second.recv()
+    assert (kind, welcome.order_book_id) == (MT.INFO_ON_INSTRUMENT, 7)  # the hook's, alone
+    kind, pushed = await first.recv()
+    assert (kind, pushed.order_book_id) == (MT.INFO_ON_INSTRUMENT, 99)  # the others get it
+    harness.server.broadcast(MT.INFO_ON_INSTRUMENT, info_pb2.OnInstrument(order_book_id=5))
+    for client in (first, second):
+        kind, later = await client.recv()
+        assert (kind, later.order_book_id) == (MT.INFO_ON_INSTRUMENT, 5)

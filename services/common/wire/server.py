@@ -178,10 +178,15 @@ class WireServer:
         return self.host, self.port
 
     def broadcast(self, message_type: int, message: Message) -> None:
-        """Push one message to every logged-in session (serialised once)."""
+        """Push one message to every logged-in session (serialised once).
+
+        Only sessions whose ``on_login`` hook has run (``Session.welcomed``): a
+        session is logged in one step before the hook, and a push in between
+        would reach it ahead of (or on top of) what the hook sends it.
+        """
         frame = encode_frame(message_type, message.SerializeToString())
         for session in list(self.sessions):
-            if session.user is not None:
+            if session.welcomed:
                 session.send_frame(frame)
 
     async def stop(self, grace_s: float = 2.0) -> None:

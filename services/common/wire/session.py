@@ -64,6 +64,10 @@ class Session(asyncio.Protocol):
         self.settings = server.settings
         self.user: Any = None
         self.username = ""
+        self.welcomed = False
+        """The service's ``on_login`` hook has run (it follows the login answer by
+        one step): only from then on does :meth:`WireServer.broadcast` include the
+        session, so a push cannot overtake or duplicate what the hook sends."""
         self.role = 0
         self.peer = "?"
         self.transport: asyncio.Transport | None = None
@@ -290,6 +294,7 @@ class Session(asyncio.Protocol):
                 self.server.service.on_login(self)
             except Exception:
                 log.exception("%s: on_login failed", self.server.name)
+            self.welcomed = True
         self._blocked = False
         backlog = self._backlog
         dispatched = bool(backlog)
