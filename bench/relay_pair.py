@@ -9,9 +9,11 @@ of steps sees the same conditions.
 
 Each side climbs x``factor`` from ``start_rate`` until a step misses (p99 >
 10 ms, < 95 % achieved, or lost answers) twice in a row at the same rate; a side
-that misses its very first rate steps down instead.  Then the gap between each
-side's last pass and first miss is bisected once.  The whole search stops
-starting steps after ``budget_s``.
+that misses its very first rate steps down instead.  The gap between a side's
+last pass and first miss is bisected once, as soon as that side's ladder ends:
+the slower side (the exchange) finishes long before the faster one, and waiting
+for the end of the whole ladder used to leave no budget for it.  The whole
+search stops starting steps after ``budget_s``.
 """
 
 from __future__ import annotations
@@ -110,6 +112,17 @@ def paired_search(
                 return True
         return False
 
+    def bisect(side: Side) -> None:
+        """One step between the last pass and the first miss, if the gap is wide."""
+        if side.best is None or side.missed is None or time.monotonic() >= deadline:
+            return
+        low = side.best["target_rate"]
+        if (side.missed - low) / side.missed < 0.08:
+            return
+        middle = round((low + side.missed) / 2, -1)
+        if not attempt(side, middle):
+            side.missed = middle
+
     rate = start_rate
     while not all(s.done for s in sides) and time.monotonic() < deadline:
         for side in sides:
@@ -126,13 +139,5 @@ def paired_search(
                         break
                     side.missed = low
             side.done = True
+            bisect(side)  # at once: the other side may still use the budget up
         rate *= factor
-    for side in sides:  # one bisection between the last pass and the first miss
-        if side.best is None or side.missed is None or time.monotonic() >= deadline:
-            continue
-        low = side.best["target_rate"]
-        if (side.missed - low) / side.missed < 0.08:
-            continue
-        middle = round((low + side.missed) / 2, -1)
-        if not attempt(side, middle):
-            side.missed = middle

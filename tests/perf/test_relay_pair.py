@@ -52,6 +52,21 @@ def test_each_side_climbs_alone_retries_a_miss_and_bisects_once() -> None:
     assert all("sustained" in s for s in relay["steps"])
 
 
+def test_the_slower_side_is_bisected_as_soon_as_its_ladder_ends() -> None:
+    """The exchange's ladder ends long before the relay's; its bisection step
+    comes right after its miss, not after the relay has used the budget up."""
+    asked: list[tuple[str, float]] = []
+    sides = [Side("relay", ["relay"], {}), Side("exchange", ["exchange"], {})]
+    paired_search(
+        sides, [], {}, step_s=1, start_rate=1000, factor=2, budget_s=60,
+        log=lambda _: None, runner=_fake({"relay": 100_000, "exchange": 3500}, asked),
+    )  # fmt: skip
+    last_miss = max(i for i, a in enumerate(asked) if a == ("exchange", 4000))
+    assert asked[last_miss + 1] == ("exchange", 3000)  # the bisection, at once
+    assert asked[last_miss + 2] == ("relay", 8000)  # then the relay climbs on
+    assert sides[1].figures()["max_sustained"] == 3000
+
+
 def test_a_side_that_misses_its_first_rate_steps_down() -> None:
     asked: list[tuple[str, float]] = []
     sides = [Side("exchange", ["exchange"], {})]
