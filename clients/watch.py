@@ -6,7 +6,8 @@ j/k move between instruments, q quits.  It is a read-only Info client built
 on the participant SDK, so it reconnects and resubscribes by itself when Info
 restarts; the status line says when it is waiting.  Against an Info that speaks
 TLS it needs ``--tls-ca-file`` (or ``--tls``); a TLS setting that does not match
-Info's ends it with the reason instead of a status line that retries forever.
+Info's, a refused login or a port that is not Info ends it with the reason
+(exit status 1) instead of a status line that retries forever.
 
 What it shows is computed in :mod:`clients.watch_model`; this module paints.
 """
@@ -26,7 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Static
 
-from clients.sdk import Client, Depth, EventStream, SdkError, Trade
+from clients.sdk import Client, Depth, EventStream, ExchangeError, SdkError, Trade
 from clients.tls_args import add_tls_options, ssl_context, tls_mismatch
 from clients.watch_model import LADDER_LEVELS, SymbolState, format_price, ladder_rows
 
@@ -117,7 +118,10 @@ class WatchApp(App[int]):
                     self.host, None, self.port, self.username, self.password, ssl=self.ssl
                 )
             except SdkError as exc:
-                reason = await tls_mismatch([(self.host, self.port)], self.ssl)
+                # A refused login (or a port that is not Info) is not fixed by
+                # retrying either: say so and stop, like a TLS mismatch.
+                refused = str(exc) if isinstance(exc, ExchangeError) else None
+                reason = refused or await tls_mismatch([(self.host, self.port)], self.ssl)
                 if reason:  # retrying cannot help: say what to change, and stop
                     self.failure = reason
                     self.exit(1, return_code=1)

@@ -21,10 +21,11 @@ import secrets
 from collections.abc import Generator, Mapping
 from ssl import SSLContext
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from clients.sdk import translate
 from clients.sdk.errors import (
+    Disconnected,
     ExchangeError,
     LimitsError,
     NotAvailable,
@@ -150,6 +151,7 @@ class Client:
                 on_push=client.market.on_push,
                 on_up=client.market.on_up,
                 on_connecting=client.market.on_connecting,
+                on_down=client._on_info_down,
                 **common,
             )
             client.market.link = client.info
@@ -324,13 +326,13 @@ class Client:
         """Every fill of this user's orders from now on (optionally one symbol)."""
         self._gateway()
         accept = None if symbol is None else (lambda fill: fill.symbol == symbol)
-        return self._fills.open(accept=accept)
+        return _ended_if_gone(self.gateway, self._fills.open(accept=accept))
 
     def cancels(self, symbol: str | None = None) -> EventStream[Cancel]:
         """Cancels the exchange made to this user's orders (book cleared or deleted)."""
         self._gateway()
         accept = None if symbol is None else (lambda cancel: cancel.symbol == symbol)
-        return self._cancels.open(accept=accept)
+        return _ended_if_gone(self.gateway, self._cancels.open(accept=accept))
 
     def _on_gateway_push(self, message_type: int, message: Any) -> None:
         if message_type == MT.EXECUTION_ON_FILL:
@@ -343,10 +345,23 @@ class Client:
             self._cancels.publish(cancel)
 
     def _on_gateway_down(self) -> None:
+        if self.gateway is not None and self.gateway.gone:
+            # reconnect=False: nothing more can arrive; a reader waiting on
+            # fills() must learn that rather than wait forever.
+            error = Disconnected("risk-gateway: connection lost (reconnect disabled)")
+            self._fills.finish_all(error)
+            self._cancels.finish_all(error)
+            return
         log.warning(
             "risk-gateway connection lost: fills and cancels until it is back are not "
             "replayed; open_orders() may be stale"
         )
+
+    def _on_info_down(self) -> None:
+        if self.info is not None and self.info.gone:
+            # reconnect=False: end the market-data streams instead of leaving
+            # their readers waiting for a connection that will not come back.
+            self.market.close(Disconnected("info: connection lost (reconnect disabled)"))
 
     # ------------------------------------------------------------------ risk limits
 
@@ -425,21 +440,21 @@ class Client:
         An unknown symbol raises :class:`SubscriptionError` from the first read;
         the stream ends if the instrument is deleted.
         """
-        return self._info().top_of_book(symbol)
+        return _ended_if_gone(self.info, self._info().top_of_book(symbol))
 
     def depth(self, symbol: str, levels: int = 10) -> EventStream[Depth]:
         """The book of ``symbol`` cut to ``levels`` per side (0: all), current state first."""
         if levels < 0:
             raise ValueError("levels must be >= 0")
-        return self._info().depth(symbol, levels)
+        return _ended_if_gone(self.info, self._info().depth(symbol, levels))
 
     def trades(self, symbol: str) -> EventStream[Trade]:
         """Every public trade in ``symbol`` from now on."""
-        return self._info().trades(symbol)
+        return _ended_if_gone(self.info, self._info().trades(symbol))
 
     def instrument_events(self) -> EventStream[InstrumentEvent]:
         """Instruments created and deleted from now on."""
-        return self._info().instrument_events()
+        return _ended_if_gone(self.info, self._info().instrument_events())
 
     async def quotes(self) -> dict[str, Quote]:
         """Last trade price/quantity and traded volume of every live instrument."""
@@ -454,6 +469,17 @@ class Client:
         if response.error_message:
             raise ExchangeError(response.error_message)
         return {q.instrument_symbol: translate.quote(q) for q in response.quotes}
+
+
+S = TypeVar("S")
+
+
+def _ended_if_gone(link: Link | None, stream: EventStream[S]) -> EventStream[S]:
+    """``stream``, already ended with :class:`Disconnected` when ``link`` was lost
+    for good (reconnect disabled): nothing could ever arrive on it."""
+    if link is not None and link.gone:
+        stream.finish(Disconnected(f"{link.name}: connection lost (reconnect disabled)"))
+    return stream
 
 
 class _Connecting:

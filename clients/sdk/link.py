@@ -23,11 +23,14 @@ from ssl import SSLContext
 from typing import Any
 
 from clients.sdk.errors import Disconnected, ExchangeError, LoginFailed, OutcomeUnknown
+from services.common.pb import common_pb2
 from services.common.wire.client import PushHandler, UpstreamConnection
 from services.common.wire.errors import ConnectionLost, RemoteError
 from services.common.wire.link import ReconnectingLink
 
 log = logging.getLogger("optivex.sdk.link")
+
+LOGIN_RESPONSE = common_pb2.MessageType.LOGIN_RESPONSE
 
 OnUp = Callable[[UpstreamConnection], Awaitable[None]]
 
@@ -58,6 +61,40 @@ class Link:
         self.name = name
         self.host = host
         self.port = port
+        self.gone = False
+        """The connection was lost with reconnecting disabled: it never comes back."""
+        owner_down = on_down or (lambda: None)
+
+        def down() -> None:
+            # Called before the link decides whether to reconnect; without
+            # reconnecting, waiting for the connection would only burn the
+            # caller's timeout (and a stream would wait forever).
+            if not reconnect:
+                self.gone = True
+            owner_down()
+
+        owner_connecting = on_connecting or (lambda: None)
+        refusal_logged = -1  # ``connections`` when a refused re-login was last logged
+        seen_error: BaseException | None = None  # last_error is never reset: only new ones count
+
+        def connecting() -> None:
+            # The shared link logs later failures of an outage at DEBUG; a
+            # refused login while reconnecting needs an operator (a changed
+            # password), so it is said once per outage, at ERROR.
+            nonlocal refusal_logged, seen_error
+            exc, connections = self.link.last_error, self.link.connections
+            fresh, seen_error = exc is not seen_error, exc
+            if (
+                fresh
+                and isinstance(exc, RemoteError)
+                and exc.message_type == LOGIN_RESPONSE
+                and connections > 0
+                and refusal_logged != connections
+            ):
+                refusal_logged = connections
+                log.error("%s: login refused while reconnecting (%s); retrying", name, exc)
+            owner_connecting()
+
         self.link = ReconnectingLink(
             name,
             host,
@@ -66,9 +103,9 @@ class Link:
             password,
             log=log,
             on_push=on_push,
-            on_connecting=on_connecting or (lambda: None),
+            on_connecting=connecting,
             on_up=on_up,
-            on_down=on_down or (lambda: None),
+            on_down=down,
             heartbeat_interval_s=heartbeat_interval_s,
             idle_timeout_s=idle_timeout_s,
             connect_timeout_s=connect_timeout_s,
@@ -99,6 +136,10 @@ class Link:
         exc = self.link.last_error
         await self.link.stop()
         if isinstance(exc, RemoteError):
+            if exc.message_type != LOGIN_RESPONSE:
+                # Logged in, but the port refused what comes next (on_up's
+                # request): the wrong service at this port, not a bad login.
+                raise ExchangeError(f"{self.name}: {exc}") from None
             raise LoginFailed(f"{self.name}: {exc}") from None
         if isinstance(exc, (OSError, TimeoutError, ConnectionLost)):
             raise Disconnected(
@@ -126,6 +167,8 @@ class Link:
         """The live connection, waiting up to ``timeout`` s for one."""
         if self._closing:
             raise Disconnected(f"{self.name}: client is closed")
+        if self.gone:
+            raise Disconnected(f"{self.name}: connection lost (reconnect disabled)")
         try:
             return await self.link.wait_connected(timeout)
         except TimeoutError:

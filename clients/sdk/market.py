@@ -291,6 +291,11 @@ class MarketData:
         if sub.refs > 0 or self._subs.get(key) is not sub:
             return
         del self._subs[key]
+        if not any(symbol == sub.symbol for symbol, _ in self._subs):
+            # Info sends a symbol's trades only while some subscription to it is
+            # held; without one, trades numbered in between are not ours to
+            # miss, so the next subscription starts the numbering check afresh.
+            self._trade_seq.pop(sub.symbol, None)
         if sub.active and self.link is not None and self.link.connected:
             self._unsubscribe(sub)
 
@@ -323,14 +328,15 @@ class MarketData:
     def instrument_events(self) -> EventStream[InstrumentEvent]:
         return self._instrument_events.open()
 
-    def close(self) -> None:
-        """The client is closing: end every market-data stream."""
+    def close(self, error: BaseException | None = None) -> None:
+        """The client is closing (or lost Info for good): end every market-data
+        stream, with ``error`` after the queued items when one is given."""
         for table in (self._top, self._depth, self._trades):
             for fanout in table.values():
-                fanout.finish_all()
+                fanout.finish_all(error)
             table.clear()
         self._subs.clear()
-        self._instrument_events.finish_all()
+        self._instrument_events.finish_all(error)
 
     @property
     def subscriptions(self) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ any thread.  Streams become blocking iterators with an optional timeout.
 from __future__ import annotations
 
 import asyncio
+import enum
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
@@ -45,6 +46,12 @@ from clients.sdk.types import (
 )
 
 T = TypeVar("T")
+
+
+class _Default(enum.Enum):
+    """Marks "not given" where None already means "wait forever"."""
+
+    STREAM_TIMEOUT = enum.auto()
 
 
 class _LoopThread:
@@ -89,8 +96,8 @@ class SyncStream(Generic[T]):
     """A blocking iterator over an :class:`EventStream`.
 
     Iteration ends when the stream ends, or when nothing arrives within
-    ``timeout`` seconds (None: wait forever).  :meth:`get` raises
-    ``TimeoutError`` instead.
+    ``timeout`` seconds (None: wait forever).  :meth:`get` waits as long by
+    default and raises ``TimeoutError`` instead.
     """
 
     def __init__(self, runner: _LoopThread, stream: EventStream[T], timeout: float | None) -> None:
@@ -107,8 +114,11 @@ class SyncStream(Generic[T]):
         except (TimeoutError, StopAsyncIteration):
             raise StopIteration from None
 
-    def get(self, timeout: float | None = None) -> T:
-        return self._runner.run(self._stream.get(timeout))
+    def get(self, timeout: float | _Default | None = _Default.STREAM_TIMEOUT) -> T:
+        """The next item; ``TimeoutError`` after ``timeout`` s (by default the
+        stream's own, so ``client.fills(timeout=5).get()`` cannot block forever)."""
+        wait = self.timeout if isinstance(timeout, _Default) else timeout
+        return self._runner.run(self._stream.get(wait))
 
     def drain(self) -> list[T]:
         return self._runner.call(self._stream.drain)
@@ -190,14 +200,30 @@ class SyncClient:
         )
 
     def buy(
-        self, symbol: str, price: float, quantity: int, tif: TimeInForce | str = TimeInForce.GTC
+        self,
+        symbol: str,
+        price: float,
+        quantity: int,
+        tif: TimeInForce | str = TimeInForce.GTC,
+        *,
+        client_order_id: str | None = None,
     ) -> OrderResult:
-        return self._runner.run(self.client.buy(symbol, price, quantity, tif))
+        return self._runner.run(
+            self.client.buy(symbol, price, quantity, tif, client_order_id=client_order_id)
+        )
 
     def sell(
-        self, symbol: str, price: float, quantity: int, tif: TimeInForce | str = TimeInForce.GTC
+        self,
+        symbol: str,
+        price: float,
+        quantity: int,
+        tif: TimeInForce | str = TimeInForce.GTC,
+        *,
+        client_order_id: str | None = None,
     ) -> OrderResult:
-        return self._runner.run(self.client.sell(symbol, price, quantity, tif))
+        return self._runner.run(
+            self.client.sell(symbol, price, quantity, tif, client_order_id=client_order_id)
+        )
 
     def cancel(self, symbol: str, order_id: int) -> CancelResult:
         return self._runner.run(self.client.cancel(symbol, order_id))
@@ -248,6 +274,14 @@ class SyncClient:
     @property
     def connected(self) -> bool:
         return self.client.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self.client.reconnects
+
+    @property
+    def username(self) -> str:
+        return self.client.username
 
     def quotes(self) -> dict[str, Quote]:
         return self._runner.run(self.client.quotes())
