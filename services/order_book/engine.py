@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from heapq import heappop, heappush
 
+from services.common.packed_outcome import pack_outcome, unpack_outcome
 from services.common.prices import check_tick_size
 from services.order_book.book import (
     SPARE_LEVELS,
@@ -129,7 +130,8 @@ class Engine(Matching, EngineViews):
         when its book has since been deleted).
         """
         table = self._coids.get(username)
-        return None if table is None else table.get(client_order_id)
+        data = None if table is None else table.get(client_order_id)
+        return None if data is None else accepted_result(data)
 
     def drain_events(self) -> list[Event]:
         """Return the events produced since the last drain, oldest first, and forget them."""
@@ -327,7 +329,7 @@ class Engine(Matching, EngineViews):
         if table is not None:
             prior = table.get(client_order_id)
             if prior is not None:
-                return prior
+                return accepted_result(prior)
         # Up to 16 characters are at most 64 bytes; only longer ids need encoding.
         if (
             len(client_order_id) > MAX_CLIENT_ORDER_ID_BYTES // 4
@@ -340,7 +342,7 @@ class Engine(Matching, EngineViews):
         if not result.error:
             if table is None:
                 table = self._coids[self._users.setdefault(username, username)] = {}
-            table[client_order_id] = result
+            table[client_order_id] = pack_outcome(*result[1:])
         return result
 
     # ----------------------------------------------------------------- cancel
@@ -485,3 +487,9 @@ class Engine(Matching, EngineViews):
             self._rest(book, side, order_id, price_ticks, remaining, order.username, timestamp)
         self._seq = seq
         return AmendResult("", timestamp, trade_ids, quantity - remaining, remaining, side)
+
+
+def accepted_result(data: bytes) -> InsertResult:
+    """The :class:`InsertResult` of an accepted insert kept packed in the
+    client_order_id table."""
+    return InsertResult("", *unpack_outcome(data))

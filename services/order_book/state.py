@@ -10,7 +10,7 @@ pending events and the username intern table, which are not state).
 from __future__ import annotations
 
 from services.order_book.book import Book
-from services.order_book.events import Event, InsertResult
+from services.order_book.events import Event
 
 __all__ = ["EngineState"]
 
@@ -43,7 +43,9 @@ class EngineState:
         self._traded_volume = 0
         # (tick_size, profit_ticks) of deleted books: their profit stays in the stats.
         self._retired_profit: list[tuple[float, int]] = []
-        # username -> client_order_id -> the InsertResult of the accepted insert.
-        self._coids: dict[str, dict[str, InsertResult]] = {}
+        # username -> client_order_id -> the accepted insert's InsertResult,
+        # packed into bytes (services.common.packed_outcome): the table only
+        # grows, and bytes are invisible to the cyclic GC's full passes.
+        self._coids: dict[str, dict[str, bytes]] = {}
         # One str object per username, shared by all of its resting orders (memory).
         self._users: dict[str, str] = {}

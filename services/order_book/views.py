@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from decimal import Decimal
 
+from services.common.packed_outcome import unpack_outcome
 from services.order_book.book import iter_levels, iter_orders
 from services.order_book.events import GTC, BookInfo, ExchangeStats, RestingOrder
 from services.order_book.state import EngineState
@@ -149,6 +150,6 @@ class EngineViews(EngineState):
         for username in sorted(self._coids):
             table = self._coids[username]
             for client_order_id in sorted(table):
-                put("coid", username, client_order_id, *table[client_order_id])
+                put("coid", username, client_order_id, "", *unpack_outcome(table[client_order_id]))
         put("stats", *self.stats())
         return digest.hexdigest()

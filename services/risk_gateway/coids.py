@@ -15,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final, NamedTuple
 
-__all__ = ["MAX_CLIENT_ORDER_ID_BYTES", "ClientOrderIds", "Outcome", "client_order_id_too_long"]
+from services.common.packed_outcome import pack_outcome, unpack_outcome
+
+__all__ = [
+    "MAX_CLIENT_ORDER_ID_BYTES",
+    "ClientOrderIds",
+    "Outcome",
+    "client_order_id_too_long",
+    "packed",
+    "unpacked",
+]
 
 #: PROTOCOL.md: client_order_id is at most 64 bytes of UTF-8.
 MAX_CLIENT_ORDER_ID_BYTES: Final = 64
@@ -39,28 +48,45 @@ class Outcome(NamedTuple):
     resting_quantity: int
 
 
+def packed(outcome: Outcome) -> bytes:
+    """``outcome`` as the table keeps it (:mod:`services.common.packed_outcome`)."""
+    return pack_outcome(*outcome)
+
+
+def unpacked(data: bytes) -> Outcome:
+    """The :class:`Outcome` a table entry holds."""
+    return Outcome._make(unpack_outcome(data))
+
+
 class ClientOrderIds:
-    """``username -> client_order_id -> Outcome`` of accepted inserts."""
+    """``username -> client_order_id -> Outcome`` of accepted inserts.
+
+    The outcomes are kept packed into ``bytes``: the table only grows (the
+    contract keeps ids forever), and bytes are invisible to the cyclic garbage
+    collector, whose full passes would otherwise walk every outcome ever
+    accepted (see :mod:`services.common.packed_outcome`).
+    """
 
     def __init__(self) -> None:
-        self._table: dict[str, dict[str, Outcome]] = {}
+        self._table: dict[str, dict[str, bytes]] = {}
 
     def get(self, username: str, client_order_id: str) -> Outcome | None:
         table = self._table.get(username)
-        return None if table is None else table.get(client_order_id)
+        data = None if table is None else table.get(client_order_id)
+        return None if data is None else unpacked(data)
 
     def add(self, username: str, client_order_id: str, outcome: Outcome) -> bool:
         """Remember an accepted insert; False if the pair was already known (kept as is)."""
         table = self._table.setdefault(username, {})
         if client_order_id in table:
             return False
-        table[client_order_id] = outcome
+        table[client_order_id] = packed(outcome)
         return True
 
     def items(self) -> Iterator[tuple[str, str, Outcome]]:
         for username, table in self._table.items():
-            for client_order_id, outcome in table.items():
-                yield username, client_order_id, outcome
+            for client_order_id, data in table.items():
+                yield username, client_order_id, unpacked(data)
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._table.values())
@@ -70,8 +96,8 @@ class ClientOrderIds:
         loop turns while new users arrive)."""
         return list(self._table)
 
-    def copy_user(self, username: str) -> dict[str, Outcome]:
-        """One user's ``client_order_id -> Outcome``, copied (a dict copy runs in
-        C): a snapshot copies the table on the event loop one user per step and
-        writes it elsewhere."""
+    def copy_user(self, username: str) -> dict[str, bytes]:
+        """One user's ``client_order_id -> packed outcome``, copied (a dict copy
+        runs in C): a snapshot copies the table on the event loop one user per
+        step and unpacks it (:func:`unpacked`) where it writes it."""
         return dict(self._table.get(username, {}))

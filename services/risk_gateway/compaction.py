@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
 
 from services.risk_gateway.accounts import UserState
-from services.risk_gateway.coids import ClientOrderIds, Outcome
+from services.risk_gateway.coids import ClientOrderIds, unpacked
 from services.risk_gateway.limits import LAYERS, RiskEngine
 from services.risk_gateway.store_format import (
     JOURNAL_FILE,
@@ -186,7 +186,8 @@ class Snapshot:
             layer: {u: dict(by_symbol) for u, by_symbol in engine.instrument_limits[layer].items()}
             for layer in LAYERS
         }
-        self.coids: list[tuple[str, dict[str, Outcome]]] = []
+        self.coids: list[tuple[str, dict[str, bytes]]] = []
+        """Per user, the packed outcomes (unpacked only here, on the writer's thread)."""
         self.series: list[tuple[Hashable, list[tuple[float, int, int]], list[_Fine]]] = []
 
     def write(self, yield_gil: bool) -> None:
@@ -209,7 +210,9 @@ class Snapshot:
             },
         }
         coid_items = (
-            [u, c, outcome_to_json(o)] for u, table in self.coids for c, o in table.items()
+            [u, c, outcome_to_json(unpacked(o))]
+            for u, table in self.coids
+            for c, o in table.items()
         )
 
         def pieces() -> Iterator[str]:

@@ -3,6 +3,8 @@ idempotency, ids and sequence numbers, delete/clear, snapshots, stats and hashin
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from services.order_book.engine import (
@@ -344,9 +346,9 @@ def test_client_order_id_resend_returns_the_original_result_and_changes_nothing(
     d.events()
     seq, before = d.engine.last_sequence_number, d.engine.state_hash()
     again = d.buy(101, 9, coid="c-1")  # other fields differ: ignored
-    assert again is first
+    assert again == first
     again_sell = d.engine.insert(d.book + 5, "alice", SELL, 1, 1, IOC, "c-1", 1)
-    assert again_sell is first
+    assert again_sell == first
     _assert_nothing_changed(d.engine, seq, before)
 
 
@@ -369,7 +371,7 @@ def test_ioc_outcome_is_remembered_too() -> None:
     d = Desk()
     first = d.buy(90, 1, tif=IOC, coid="ioc")
     d.sell(90, 5)
-    assert d.buy(90, 1, tif=IOC, coid="ioc") is first
+    assert d.buy(90, 1, tif=IOC, coid="ioc") == first
 
 
 def test_client_order_id_length_is_capped_at_64_utf8_bytes() -> None:
@@ -593,3 +595,23 @@ def test_state_hash_is_equal_for_equal_histories_and_sensitive_to_changes() -> N
     assert e1.state_hash() == e2.state_hash()
     e2.cancel(1, 1, "", 10)
     assert e1.state_hash() != e2.state_hash()
+
+
+def test_client_order_id_outcomes_are_invisible_to_the_cyclic_gc() -> None:
+    """The table only grows (ids are kept for good), so its entries must not be
+    objects a full garbage collection walks: at 4,000 orders/s such passes grew
+    by ~25 ms a minute. The outcomes are packed bytes, so neither they nor the
+    per-user tables (which hold only strings and bytes) are tracked, before or
+    after a collection."""
+    d = Desk()
+    for number in range(50):
+        d.sell(100, 1)
+        d.buy(100, 2, coid=f"c-{number}")  # one trade and one resting lot each
+    gc.collect()
+    d.buy(99, 1, coid="late")  # added after the collection
+    tables = d.engine._coids
+    assert len(tables["alice"]) == 51
+    # (the outer dict, one entry per user, is tracked: it holds dicts)
+    assert not gc.is_tracked(tables["alice"])
+    assert not any(gc.is_tracked(v) for v in tables["alice"].values())
+    assert d.engine.previous_insert("alice", "c-7") == d.buy(1, 1, coid="c-7")

@@ -35,7 +35,7 @@ def imported_modules(path: Path) -> set[str]:
 def test_engine_modules_import_neither_asyncio_nor_protobuf(module: str) -> None:
     path = Path(services.order_book.__file__).parent / f"{module}.py"
     allowed_services = {f"services.order_book.{m}" for m in PURE_MODULES}
-    allowed_services.add("services.common.prices")
+    allowed_services.update(("services.common.prices", "services.common.packed_outcome"))
     for name in imported_modules(path):
         assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), (
             f"{module}.py imports {name}"
@@ -47,6 +47,11 @@ def test_engine_modules_import_neither_asyncio_nor_protobuf(module: str) -> None
 def test_prices_module_is_pure() -> None:
     path = Path(services.order_book.__file__).parents[1] / "common" / "prices.py"
     assert imported_modules(path) <= {"__future__", "math", "decimal", "typing"}
+
+
+def test_packed_outcome_module_is_pure() -> None:
+    path = Path(services.order_book.__file__).parents[1] / "common" / "packed_outcome.py"
+    assert imported_modules(path) <= {"__future__", "struct", "typing"}
 
 
 def _book(engine: Engine, book_id: int) -> Book:

@@ -335,7 +335,7 @@ def test_the_copy_takes_many_turns_of_bounded_work(
         monkeypatch.setattr(Series, name, counting)
     original_copy_user = ClientOrderIds.copy_user
 
-    def copy_user(self: ClientOrderIds, username: str) -> dict[str, Outcome]:
+    def copy_user(self: ClientOrderIds, username: str) -> dict[str, bytes]:
         table = original_copy_user(self, username)
         copied[0] += len(table)
         return table
