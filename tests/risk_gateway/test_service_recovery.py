@@ -5,8 +5,10 @@ client_order_ids (outstanding rebuilt from the Order Book's snapshot)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -345,3 +347,30 @@ async def test_compactions_the_housekeeping_starts_keep_every_record(
     assert (await alice.insert("AAPL", BUY, 9.0, 30, tif=1, client_order_id="c3")).order_id
     refused = await alice.insert("AAPL", BUY, 9.0, 1, tif=1)
     assert "order_quantity_rolling_limit" in refused.error_message
+
+
+async def test_a_snapshot_is_written_with_the_collector_paused_and_short_thread_turns(
+    exchange: Exchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the background snapshot is written the loop must keep its pace: the
+    GIL changes hands every 0.5 ms instead of 5, and no full collection runs
+    (one walks the whole window history). Both come back afterwards, also when
+    the write fails."""
+    app = gateway(exchange)
+    alice = await _alice_with_quantity_window(exchange, 10)
+    assert (await alice.insert("AAPL", BUY, 9.0, 1, tif=1)).error_message == ""
+    seen: list[tuple[bool, float]] = []
+    write = compaction_module.Compaction.write
+
+    def recording(self: compaction_module.Compaction) -> None:
+        seen.append((gc.isenabled(), sys.getswitchinterval()))
+        write(self)
+
+    monkeypatch.setattr(compaction_module.Compaction, "write", recording)
+    interval = sys.getswitchinterval()
+    await app.compact()
+    assert seen == [(False, app_module.SNAPSHOT_SWITCH_INTERVAL_S)]
+    assert gc.isenabled() and sys.getswitchinterval() == interval
+    with pytest.raises(OSError), app_module._writing_a_snapshot():
+        raise OSError("disk full")
+    assert gc.isenabled() and sys.getswitchinterval() == interval
