@@ -562,3 +562,25 @@ async def test_broadcast_reaches_a_session_only_after_its_login_hook(harness: Ha
     for client in (first, second):
         kind, later = await client.recv()
         assert (kind, later.order_book_id) == (MT.INFO_ON_INSTRUMENT, 5)
+
+
+async def test_a_request_given_up_on_leaves_no_pending_entry(harness: Harness) -> None:
+    """A caller that stops waiting (a timeout) cancels the request's future; the
+    connection forgets it at once, ignores the late answer, and keeps working.
+    Before, each abandoned request stayed in the pending table until the
+    connection closed: a slow leak on a long-lived connection."""
+    conn = await UpstreamConnection.open(
+        harness.server.host, harness.server.port, "alice", "alice-pw"
+    )
+    try:
+        slow = execution_pb2.InsertOrderRequest(price=3, quantity=300)  # answered after 0.3 s
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(conn.request(MT.EXECUTION_INSERT_ORDER_REQUEST, slow), 0.05)
+        assert conn._pending == {}  # white-box: the table this is about
+        await asyncio.sleep(0.35)  # the late answer arrives and is dropped
+        quick = execution_pb2.CancelOrderRequest(order_id=4)
+        answer = await asyncio.wait_for(conn.request(MT.EXECUTION_CANCEL_ORDER_REQUEST, quick), 2)
+        assert answer.cancelled_quantity == 4
+        assert conn._pending == {}
+    finally:
+        conn.close()

@@ -235,8 +235,18 @@ class UpstreamConnection(asyncio.Protocol):
             future.set_exception(ConnectionLost(f"{self.name}: not connected"))
             return future
         self._pending[request_id] = (future, raw)
+        # A caller that stops waiting (``wait_for`` timed out, task cancelled)
+        # cancels the future: its entry goes with it, or a long-lived connection
+        # would keep one per abandoned request until it closes.
+        future.add_done_callback(functools.partial(self._forget_cancelled, request_id))
         self.send(message_type, message)
         return future
+
+    def _forget_cancelled(self, request_id: int, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            entry = self._pending.get(request_id)
+            if entry is not None and entry[0] is future:
+                del self._pending[request_id]
 
     def request_callback(self, message_type: int, message: Any, callback: ResponseCallback) -> int:
         """Send a request; ``callback`` gets its response, without a future.
