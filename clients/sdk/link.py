@@ -73,28 +73,6 @@ class Link:
                 self.gone = True
             owner_down()
 
-        owner_connecting = on_connecting or (lambda: None)
-        refusal_logged = -1  # ``connections`` when a refused re-login was last logged
-        seen_error: BaseException | None = None  # last_error is never reset: only new ones count
-
-        def connecting() -> None:
-            # The shared link logs later failures of an outage at DEBUG; a
-            # refused login while reconnecting needs an operator (a changed
-            # password), so it is said once per outage, at ERROR.
-            nonlocal refusal_logged, seen_error
-            exc, connections = self.link.last_error, self.link.connections
-            fresh, seen_error = exc is not seen_error, exc
-            if (
-                fresh
-                and isinstance(exc, RemoteError)
-                and exc.message_type == LOGIN_RESPONSE
-                and connections > 0
-                and refusal_logged != connections
-            ):
-                refusal_logged = connections
-                log.error("%s: login refused while reconnecting (%s); retrying", name, exc)
-            owner_connecting()
-
         self.link = ReconnectingLink(
             name,
             host,
@@ -103,7 +81,7 @@ class Link:
             password,
             log=log,
             on_push=on_push,
-            on_connecting=connecting,
+            on_connecting=on_connecting or (lambda: None),
             on_up=on_up,
             on_down=down,
             heartbeat_interval_s=heartbeat_interval_s,

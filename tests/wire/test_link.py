@@ -15,7 +15,7 @@ from services.common.pb import common_pb2, info_pb2
 from services.common.wire.client import UpstreamConnection
 from services.common.wire.errors import ConnectionLost
 from services.common.wire.link import ReconnectingLink
-from tests.wire.test_server import Harness, start
+from tests.wire.test_server import PARTICIPANT, Harness, start
 
 MT = common_pb2.MessageType
 LOGGER = "optivex.test.link"
@@ -194,3 +194,35 @@ async def test_wait_connected_times_out_while_down() -> None:
             await link.wait_connected(0.2)
     finally:
         await link.stop()
+
+
+async def test_a_refused_login_is_one_error_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """Reachable but refused (here: a role the port no longer admits) will not
+    mend itself: the link says so once at ERROR, however many attempts the
+    outage takes, and once more in a later outage."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    port = free_port()
+    h = await start_on(port)
+    recorder = Recorder()
+    link = recorder.link(port)
+    link.start()
+    try:
+        await link.wait_connected(5)
+        h.server.login_roles = frozenset()  # alice may no longer log in here
+        for session in list(h.server.sessions):
+            session.close()
+        await until(lambda: recorder.events.count("connecting") >= 6)  # several refusals
+
+        def errors() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+        assert len(errors()) == 1 and "refused the login" in errors()[0], errors()
+        h.server.login_roles = frozenset({PARTICIPANT})
+        await until(lambda: link.connected)
+        h.server.login_roles = frozenset()
+        for session in list(h.server.sessions):
+            session.close()
+        await until(lambda: len(errors()) == 2)  # the next outage says it again
+    finally:
+        await link.stop()
+        await h.server.stop(grace_s=0.1)

@@ -25,7 +25,7 @@ from ssl import SSLContext
 from typing import Any
 
 from services.common.wire.client import PushHandler, UpstreamConnection
-from services.common.wire.errors import ConnectionLost
+from services.common.wire.errors import ConnectionLost, RemoteError
 
 
 class ReconnectingLink:
@@ -141,10 +141,12 @@ class ReconnectingLink:
         loop = asyncio.get_running_loop()
         delay = self._backoff_initial_s
         down_since: float | None = None  # set during an outage (logged once)
+        refusal_logged = False  # a refused login is said once per outage, at ERROR
         while not self._stopping:
             self.generation += 1
             generation = self.generation
             conn: UpstreamConnection | None = None
+            logging_in = True
             try:
                 self._on_connecting()
                 conn = await UpstreamConnection.open(
@@ -156,6 +158,7 @@ class ReconnectingLink:
                     ssl=self.ssl,
                     **self._open_options,
                 )
+                logging_in = False
                 conn.after_read = self._after_read
                 self.conn = conn
                 if self._on_up is not None:
@@ -169,6 +172,18 @@ class ReconnectingLink:
                 self.last_error = exc
                 reason = str(exc) or type(exc).__name__
                 level = logging.WARNING if down_since is None else logging.DEBUG
+                if logging_in and isinstance(exc, RemoteError) and not refusal_logged:
+                    # Reachable but refused (a changed password, a wrong role):
+                    # retrying will not help until someone acts, so say it
+                    # plainly even in the middle of an outage already logged.
+                    refusal_logged = True
+                    self.log.error(
+                        "%s: %s refused the login (%s); retrying with backoff",
+                        self.name,
+                        self.address,
+                        reason,
+                    )
+                    level = logging.DEBUG
                 down_since = loop.time() if down_since is None else down_since
                 message = "%s: cannot reach %s (%s); retrying with backoff"
                 self.log.log(level, message, self.name, self.address, reason)
@@ -183,6 +198,7 @@ class ReconnectingLink:
             else:
                 self.log.info("%s: reconnected after %.1f s", self.name, loop.time() - down_since)
             down_since = None
+            refusal_logged = False
             self.first_attempt.set()
             up_at = loop.time()
             await conn.wait_closed()
