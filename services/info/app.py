@@ -28,7 +28,6 @@ from services.common.clock import Clock
 from services.common.config import InfoConfig
 from services.common.pb import common_pb2, info_pb2
 from services.common.users import Role
-from services.common.wire.framing import encode_frame
 from services.common.wire.server import Route, WireServer, WireSettings
 from services.common.wire.session import Session
 from services.info.feed import OrderBookFeed
@@ -128,21 +127,6 @@ class InfoApp:
         session.on_writable = self.publisher.on_writable
         for instrument in self.registry:
             session.send(MT.INFO_ON_INSTRUMENT, on_instrument(instrument))
-
-    def _announce(self, message_type: int, message: Any) -> None:
-        """Send an instrument change to every connection :meth:`on_login` has listed
-        the live instruments to.
-
-        Not ``server.broadcast`` (every session marked logged in): the wire layer
-        marks a session logged in a loop turn before it calls :meth:`on_login`, so a
-        change in that turn would reach the session and then be listed again by
-        :meth:`on_login` (a second ``OnInstrument``), or be a deletion of an
-        instrument it was never told about.
-        """
-        frame = encode_frame(message_type, message.SerializeToString())
-        for session in list(self.server.sessions):
-            if CONNECTION_KEY in session.state:
-                session.send_frame(frame)
 
     def on_close(self, session: Session) -> None:
         conn = session.state.pop(CONNECTION_KEY, None)
@@ -283,7 +267,7 @@ class InfoApp:
         self.subscriptions.open_channel(instrument.symbol, instrument.order_book_id)
         log.info("instrument %s created (order book %d)", instrument.symbol, book.order_book_id)
         # Everyone else learns the instrument before Admin learns it exists.
-        self._announce(MT.INFO_ON_INSTRUMENT, on_instrument(instrument))
+        self.server.broadcast(MT.INFO_ON_INSTRUMENT, on_instrument(instrument))
         return info_pb2.CreateInstrumentResponse(
             request_id=request.request_id, created_timestamp=instrument.created_timestamp
         )
@@ -319,7 +303,7 @@ class InfoApp:
 
     def _end_instrument(self, instrument: Instrument) -> None:
         self.subscriptions.close_channel(instrument.symbol)
-        self._announce(
+        self.server.broadcast(
             MT.INFO_ON_INSTRUMENT_DELETED,
             info_pb2.OnInstrumentDeleted(
                 instrument_symbol=instrument.symbol, timestamp=self.clock.now_ns()
