@@ -102,17 +102,16 @@ class EventEffect(NamedTuple):
     deleted_book: int
 
 
-_NOTHING: Final = EventEffect(True, [], None, 0)
+NOTHING: Final = EventEffect(True, [], None, 0)
 """The effect of most events (the table changed, nobody is told)."""
 _GAP: Final = EventEffect(False, [], None, 0)
-NOTHING: Final = _NOTHING
 
 
 def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
     """Feed one Order Book push into the order table.
 
     Every event of the Order Book comes through here (1.5-2 per order), so the
-    common outcome is the shared :data:`_NOTHING` (the caller tests identity),
+    common outcome is the shared :data:`NOTHING` (the caller tests identity),
     the sequence check is inline, and the likeliest types are tested first.
     """
     number = m.sequence_number
@@ -134,7 +133,7 @@ def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
             m.time_in_force,
             not number,
         )
-        return _NOTHING
+        return NOTHING
     if message_type == ON_TRADE:
         fills = table.trade(
             m.trade_id,
@@ -146,7 +145,7 @@ def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
             m.aggressor_side,
             m.timestamp,
         )
-        return EventEffect(True, fills, None, 0) if fills else _NOTHING
+        return EventEffect(True, fills, None, 0) if fills else NOTHING
     if message_type == ON_CANCELLED:
         notice = table.cancelled(m.order_id, m.cancelled_quantity, m.cancellation_timestamp)
         if notice is not None:
@@ -158,7 +157,7 @@ def apply_event(table: OrderTable, message_type: int, m: Any) -> EventEffect:
     elif message_type == ON_BOOK_DELETED:
         table.book_deleted(m.order_book_id)
         return EventEffect(True, [], None, m.order_book_id)
-    return _NOTHING
+    return NOTHING
 
 
 # ---------------------------------------------------------------------- requests upstream
