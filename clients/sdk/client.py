@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 from clients.sdk import translate
 from clients.sdk.errors import (
-    Disconnected,
     ExchangeError,
     LimitsError,
     NotAvailable,
@@ -348,7 +347,7 @@ class Client:
         if self.gateway is not None and self.gateway.gone:
             # reconnect=False: nothing more can arrive; a reader waiting on
             # fills() must learn that rather than wait forever.
-            error = Disconnected("risk-gateway: connection lost (reconnect disabled)")
+            error = self.gateway.gone_error()
             self._fills.finish_all(error)
             self._cancels.finish_all(error)
             return
@@ -361,7 +360,7 @@ class Client:
         if self.info is not None and self.info.gone:
             # reconnect=False: end the market-data streams instead of leaving
             # their readers waiting for a connection that will not come back.
-            self.market.close(Disconnected("info: connection lost (reconnect disabled)"))
+            self.market.close(self.info.gone_error())
 
     # ------------------------------------------------------------------ risk limits
 
@@ -478,7 +477,7 @@ def _ended_if_gone(link: Link | None, stream: EventStream[S]) -> EventStream[S]:
     """``stream``, already ended with :class:`Disconnected` when ``link`` was lost
     for good (reconnect disabled): nothing could ever arrive on it."""
     if link is not None and link.gone:
-        stream.finish(Disconnected(f"{link.name}: connection lost (reconnect disabled)"))
+        stream.finish(link.gone_error())
     return stream
 
 

@@ -141,12 +141,16 @@ class Link:
     def connected(self) -> bool:
         return self.link.connected
 
+    def gone_error(self) -> Disconnected:
+        """What the link's waiters and streams end with once it is :attr:`gone`."""
+        return Disconnected(f"{self.name}: connection lost (reconnect disabled)")
+
     async def wait_connected(self, timeout: float | None) -> UpstreamConnection:
         """The live connection, waiting up to ``timeout`` s for one."""
         if self._closing:
             raise Disconnected(f"{self.name}: client is closed")
         if self.gone:
-            raise Disconnected(f"{self.name}: connection lost (reconnect disabled)")
+            raise self.gone_error()
         try:
             return await self.link.wait_connected(timeout)
         except TimeoutError:
