@@ -24,6 +24,7 @@ from services.risk_gateway.limits import RiskEngine, Ticket
 from services.risk_gateway.orders import OrderTable
 from services.risk_gateway.store import RiskStore
 from services.risk_gateway.store_format import JOURNAL_FILE
+from tests.risk_gateway.test_store import started
 
 EXAMPLES = settings(derandomize=True, max_examples=200, deadline=None, database=None)
 pb = order_book_pb2
@@ -106,16 +107,6 @@ def test_the_valid_symbol_memo_is_the_pattern() -> None:
 # ---------------------------------------------------------------------- the journal
 
 
-def _started(path: Path, clock: ManualClock) -> tuple[RiskEngine, RiskStore]:
-    store = RiskStore(path, clock)
-    restored = store.load()
-    engine = RiskEngine(clock.monotonic)
-    restored.apply(engine, clock.monotonic())
-    store.open(engine, restored.coids)
-    engine.journal = store.window
-    return engine, store
-
-
 def test_a_journal_written_as_text_by_an_older_gateway_replays(tmp_path: Path) -> None:
     """Older Gateways wrote the journal through a text file; the lines are the same."""
     clock = ManualClock()
@@ -138,7 +129,7 @@ def test_a_journal_written_as_text_by_an_older_gateway_replays(tmp_path: Path) -
 
 def test_the_journal_is_utf8_lines_and_counts_its_bytes(tmp_path: Path) -> None:
     clock = ManualClock()
-    engine, store = _started(tmp_path, clock)
+    engine, _, store = started(tmp_path, clock)
     assert isinstance(engine.check_insert("zoë", "AAPL", 1, 3, 10), Ticket)
     store.flush()
     data = (tmp_path / JOURNAL_FILE).read_bytes()
@@ -147,6 +138,6 @@ def test_the_journal_is_utf8_lines_and_counts_its_bytes(tmp_path: Path) -> None:
     assert [r[0] for r in records] == ["E", "w", "w"]
     assert records[1][1] == ["m", "zoë"] and records[2][1] == ["o", "zoë", "AAPL"]
     # And it replays after a crash (no close()).
-    engine2, _ = _started(tmp_path, clock)
+    engine2, _, _ = started(tmp_path, clock)
     series = {s.key: s for s in engine2.series()}
     assert len(series[("m", "zoë")]) == 1 and len(series[("o", "zoë", "AAPL")]) == 1
