@@ -4,21 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import info_cpu
 from services.common.wire.framing import FrameDecoder
 from services.common.wire.registry import MESSAGE_CLASSES
 
 
-class FakeSession:
-    """Keeps every frame the publisher sends; :meth:`take` decodes and clears them."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.congested = False
-        self.closed = False
-        self.state: dict[str, Any] = {}
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
+class FakeSession(info_cpu.FakeSession):
+    """The benchmark's session (keeps every frame the publisher sends), with
+    :meth:`take`, which decodes the frames and clears them."""
 
     def take(self) -> list[tuple[int, Any]]:
         decoder = FrameDecoder()
