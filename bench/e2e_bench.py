@@ -81,38 +81,46 @@ FSYNC_NONE = "asyncio, fsync none"
 """Row label of the fixed-rate run without the journal's fdatasync."""
 
 
+def _envs(loop: str, **settings: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The services' environment (``loop``, ``settings``; the launcher makes a fresh
+    service password) and the load generator's (without those)."""
+    env = {**os.environ, "OPTIVEX_LOOP": loop, "PYTHONUNBUFFERED": "1", **settings}
+    env.pop("OPTIVEX_SERVICE_PASSWORD", None)
+    load_env = {k: v for k, v in env.items() if k != "OPTIVEX_LOOP" and k not in settings}
+    return env, load_env
+
+
+def _pids(ex: Exchange) -> dict[str, int]:
+    """The processes an order goes through or feeds (Admin is idle under load)."""
+    return {k: v for k, v in ex.pids.items() if k != "admin"}
+
+
+def _fixed(ex: Exchange, conf: dict[str, Any], load_env: dict[str, str], label: str) -> Any:
+    """Latency at :data:`FIXED_RATES` against the running exchange ``ex``."""
+    rates = ",".join(str(r) for r in FIXED_RATES)
+    print(f"end to end ({label}): latency at {rates} orders/s ...", flush=True)
+    args = [*exchange_args(ex), *flow_args(conf), "--rates", rates]
+    args += ["--duration", str(conf["step_s"])]
+    return strip(run_load(args, 300, load_env, _pids(ex)))
+
+
 def _fixed_without_fsync(conf: dict[str, Any]) -> dict[str, Any]:
     """Latency at the fixed rates with ``OPTIVEX_ORDER_BOOK_FSYNC=none`` (asyncio)."""
-    env = {**os.environ, "OPTIVEX_LOOP": "asyncio", "PYTHONUNBUFFERED": "1"}
-    env["OPTIVEX_ORDER_BOOK_FSYNC"] = "none"
-    env.pop("OPTIVEX_SERVICE_PASSWORD", None)
-    load_env = {
-        k: v for k, v in env.items() if k not in ("OPTIVEX_LOOP", "OPTIVEX_ORDER_BOOK_FSYNC")
-    }
+    env, load_env = _envs("asyncio", OPTIVEX_ORDER_BOOK_FSYNC="none")
     with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp, Exchange(Path(tmp), env) as ex:
         asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
-        pids = {k: v for k, v in ex.pids.items() if k != "admin"}
-        rates = ",".join(str(r) for r in FIXED_RATES)
-        print(f"end to end ({FSYNC_NONE}): latency at {rates} orders/s ...", flush=True)
-        args = [*exchange_args(ex), *flow_args(conf), "--rates", rates]
-        args += ["--duration", str(conf["step_s"])]
-        return strip(run_load(args, 300, load_env, pids))
+        result: dict[str, Any] = _fixed(ex, conf, load_env, FSYNC_NONE)
+        return result
 
 
 def _one_loop(loop: str, conf: dict[str, Any]) -> dict[str, Any]:
-    env = {**os.environ, "OPTIVEX_LOOP": loop, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPTIVEX_SERVICE_PASSWORD", None)  # the launcher makes a fresh one
-    load_env = {k: v for k, v in env.items() if k != "OPTIVEX_LOOP"}
+    env, load_env = _envs(loop)
     relay_env = {**env, "OPTIVEX_SERVICE_PASSWORD": secrets.token_urlsafe(24)}
     with tempfile.TemporaryDirectory(prefix="optivex-e2e-") as tmp, Exchange(Path(tmp), env) as ex:
         asyncio.run(create_instruments(ex.host, ex.ports["admin"], SYMBOLS, 0.01))
         target = exchange_args(ex)
-        pids = {k: v for k, v in ex.pids.items() if k != "admin"}
-        rates = ",".join(str(r) for r in FIXED_RATES)
-        print(f"end to end ({loop}): latency at {rates} orders/s ...", flush=True)
-        fixed_args = [*target, *flow_args(conf), "--rates", rates]
-        fixed_args += ["--duration", str(conf["step_s"])]
-        fixed = strip(run_load(fixed_args, 300, load_env, pids))
+        pids = _pids(ex)
+        fixed = _fixed(ex, conf, load_env, loop)
         echo, relay = _start_relay(relay_env)
         try:
             sides = [
