@@ -33,6 +33,7 @@ import struct
 import sys
 from typing import Any, Final
 
+from bench.e2e_bench import per_order
 from bench.relay_bench import flow_args, settings, strip
 from clients.load_harness import ServiceProcess, run_load
 from clients.load_stats import format_us, markdown_table
@@ -194,7 +195,6 @@ def run(results: dict[str, Any]) -> None:
     rows = []
     for step in document["steps"]:
         lat = step["latency_us"]
-        achieved = step["achieved_rate"] or 1.0
         cpu = step.get("cpu", {})
         rows.append(
             [
@@ -202,7 +202,7 @@ def run(results: dict[str, Any]) -> None:
                 f"{step['achieved_rate']:,.0f}",
                 *(format_us(lat.get(k)) for k in ("p50", "p90", "p99", "p99_9")),
                 ", ".join(f"{k} {v:.0%}" for k, v in cpu.items()) or "-",
-                ", ".join(f"{k} {v / achieved * 1e6:.0f}" for k, v in cpu.items()) or "-",
+                per_order(step),
             ]
         )
     header = ["target/s", "achieved/s", "p50", "p90", "p99", "p99.9",
